@@ -1,0 +1,80 @@
+/* kiln — small shared helpers: memory, growable strings and string lists,
+ * files written atomically, cleanup attributes. */
+#ifndef KILN_COMMON_UTIL_H
+#define KILN_COMMON_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+/* Allocation that never returns NULL (aborts with a message on OOM). */
+void *kiln_xmalloc(size_t n);
+void *kiln_xcalloc(size_t n, size_t size);
+void *kiln_xrealloc(void *p, size_t n);
+char *kiln_xstrdup(const char *s);
+char *kiln_xstrndup(const char *s, size_t n);
+char *kiln_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* __attribute__((cleanup)) helpers for early returns. */
+void kiln_freep(void *p);        /* free(*(void **)p) */
+void kiln_closep(int *fd);       /* close(*fd) when >= 0 */
+#define KILN_AUTOFREE __attribute__((cleanup(kiln_freep)))
+#define KILN_AUTOCLOSE __attribute__((cleanup(kiln_closep)))
+
+/* A growable NUL-terminated byte buffer. Zero-initialise, then append. */
+struct kiln_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+void kiln_buf_append(struct kiln_buf *b, const void *data, size_t len);
+void kiln_buf_puts(struct kiln_buf *b, const char *s);
+void kiln_buf_putc(struct kiln_buf *b, char c);
+void kiln_buf_printf(struct kiln_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *kiln_buf_steal(struct kiln_buf *b);   /* returns data (never NULL), resets b */
+void kiln_buf_free(struct kiln_buf *b);
+
+/* A growable NULL-terminated list of owned strings. Zero-initialise. */
+struct kiln_strv {
+	char **v;
+	size_t n;
+	size_t cap;
+};
+void kiln_strv_push(struct kiln_strv *s, const char *str);       /* copies */
+void kiln_strv_push_owned(struct kiln_strv *s, char *str);       /* takes ownership */
+void kiln_strv_free(struct kiln_strv *s);
+char **kiln_strv_dup(char *const *v);                             /* deep copy of a NULL-terminated list */
+void kiln_strv_free_raw(char **v);                               /* free a NULL-terminated list */
+
+/* Read a whole file (at most max bytes, 0 = no limit); *out is NUL-terminated. */
+int kiln_read_file(const char *path, size_t max, char **out, size_t *len, struct kiln_err *err);
+int kiln_read_fd(int fd, size_t max, char **out, size_t *len, struct kiln_err *err);
+
+/* Write data to dirfd/name atomically: a temporary sibling, fsync, rename,
+ * fsync of the directory.  dirfd may be AT_FDCWD. */
+int kiln_write_file_atomic(int dirfd, const char *name, const void *data, size_t len,
+			   mode_t mode, struct kiln_err *err);
+
+/* mkdir -p with the given mode for created directories. */
+int kiln_mkdir_p(const char *path, mode_t mode, struct kiln_err *err);
+
+/* rm -rf beneath dirfd (does not follow symlinks, stays on the same path). */
+int kiln_rm_rf_at(int dirfd, const char *name, struct kiln_err *err);
+int kiln_rm_rf(const char *path, struct kiln_err *err);
+
+/* Write all bytes, retrying on EINTR and short writes. */
+int kiln_write_all(int fd, const void *data, size_t len);
+
+bool kiln_str_has_prefix(const char *s, const char *prefix);
+bool kiln_str_has_suffix(const char *s, const char *suffix);
+
+/* Parse a human size ("64m", "1g", "512k", "1024"), as docker -m does. */
+int kiln_parse_size(const char *s, int64_t *out, struct kiln_err *err);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t kiln_now_ns(void);
+
+#endif

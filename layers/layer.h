@@ -1,0 +1,100 @@
+/* kiln — tar layers: write a change set as an OCI layer, apply a layer safely.
+ *
+ * The writer and the extractor are the only places that turn file trees into
+ * tar streams and back.  Snapshot drivers produce a struct kiln_changes; the
+ * builder and the store consume the digests in struct kiln_layer_info.
+ */
+#ifndef KILN_LAYERS_LAYER_H
+#define KILN_LAYERS_LAYER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+#define KILN_DIGEST_MAX 72                 /* "sha256:" + 64 hex + NUL */
+#define KILN_EMPTY_LAYER_DIFF_ID \
+	"sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+#define KILN_MT_LAYER_TAR  "application/vnd.oci.image.layer.v1.tar"
+#define KILN_MT_LAYER_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
+#define KILN_MT_LAYER_ZSTD "application/vnd.oci.image.layer.v1.tar+zstd"
+
+enum kiln_compression {
+	KILN_COMPRESS_GZIP = 0,            /* default */
+	KILN_COMPRESS_ZSTD,
+	KILN_COMPRESS_NONE,
+};
+
+/* "gzip" | "zstd" | "none" → enum; -1 on an unknown name. */
+int kiln_compression_parse(const char *name, enum kiln_compression *out, struct kiln_err *err);
+const char *kiln_compression_media_type(enum kiln_compression c);
+
+enum kiln_change_kind {
+	KILN_CHANGE_ADD,        /* path is new in the upper tree */
+	KILN_CHANGE_MODIFY,     /* path exists in both; content or metadata differ */
+	KILN_CHANGE_DELETE,     /* path existed below and is gone: a .wh.NAME whiteout */
+	KILN_CHANGE_OPAQUE,     /* directory replaced: .wh..wh..opq, then its new contents as ADDs */
+};
+
+/* One change.  path is relative to the tree root, without a leading '/',
+ * cleaned ("a/b", never "./a" or "a//b"). */
+struct kiln_change {
+	char *path;
+	enum kiln_change_kind kind;
+};
+
+/* A change set.  The writer sorts it; entries may be in any order.  A parent
+ * directory of a changed path need not be listed: the writer adds the parent
+ * directories' headers itself (taken from the tree) so that a layer always
+ * describes the directories it writes into. */
+struct kiln_changes {
+	struct kiln_change *v;
+	size_t n;
+	size_t cap;
+};
+void kiln_changes_add(struct kiln_changes *c, const char *path, enum kiln_change_kind kind);
+void kiln_changes_free(struct kiln_changes *c);
+
+/* What a written layer is. */
+struct kiln_layer_info {
+	char digest[KILN_DIGEST_MAX];      /* of the (compressed) blob bytes */
+	char diff_id[KILN_DIGEST_MAX];     /* of the uncompressed tar */
+	int64_t size;                      /* bytes of the blob */
+	const char *media_type;            /* static string, one of KILN_MT_LAYER_* */
+};
+
+struct kiln_layer_write_opts {
+	enum kiln_compression compression;
+	int64_t source_date_epoch;         /* >= 0: clamp mtimes to it; < 0: keep mtimes */
+};
+
+/* Write the changes in the tree at rootfd as a layer to out_fd (a regular file
+ * or pipe, written from its current position).  Files are read beneath rootfd
+ * only (never following symlinks out of it).  Deterministic: sorted entries,
+ * numeric ids, no atime/ctime, xattrs once, 1024-byte end, gzip without a
+ * timestamp.  Hard links inside the change set become tar hard links. */
+int kiln_layer_write(int rootfd, const struct kiln_changes *changes,
+		     const struct kiln_layer_write_opts *opts, int out_fd,
+		     struct kiln_layer_info *info, struct kiln_err *err);
+
+struct kiln_layer_apply_opts {
+	bool whiteouts;        /* apply .wh. entries (true for image layers) */
+	bool allow_devices;    /* create device nodes (only when running as root) */
+	bool keep_owner;       /* chown to the uid/gid in the tar (numeric ids only) */
+	uid_t uid_offset;      /* added to ids when keep_owner (user namespaces) */
+	gid_t gid_offset;
+};
+
+/* Apply the (possibly compressed: gzip, zstd, xz, bzip2 or none, detected)
+ * layer read from in_fd to the directory rootfd.  Never writes outside rootfd:
+ * entries with "..", absolute paths, or paths through symlinks that leave the
+ * root are resolved inside it or rejected; hard links must point inside the
+ * root.  On success *diff_id (if not NULL) holds the sha256 of the
+ * uncompressed stream. */
+int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
+		     char diff_id[KILN_DIGEST_MAX], struct kiln_err *err);
+
+#endif
