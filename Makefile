@@ -55,7 +55,7 @@ deps:
 		if [ "$$(id -u)" != 0 ]; then echo "kiln: missing packages: $$missing (run 'make deps' as root)" >&2; exit 1; fi; \
 		echo "installing:" $$missing; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+		apt-get update -q && apt-get install -y -q $$missing; \
 	fi
 
 $(BUILD)/kiln: $(OBJ) $(BUILD)/obj/builder/main.o
