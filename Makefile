@@ -14,7 +14,7 @@ DEB_BUILD := make gcc clang pkg-config libc6-dev libarchive-dev libssl-dev libja
 	libclang-rt-14-dev
 DEB_TEST := busybox-static btrfs-progs docker-registry skopeo umoci oci-image-tool podman buildah \
 	runc crun python3 python3-jsonschema iproute2 util-linux zstd xz-utils bzip2 gzip jq openssl \
-	curl procps tmux uidmap
+	curl procps tmux uidmap apache2-utils
 DEB_ALL := $(DEB_BUILD) $(DEB_TEST)
 
 # pkg-config is asked lazily (=, not :=) so that `make deps` can run first.
