@@ -1,0 +1,214 @@
+/* kiln — the sandbox: one entry point that starts every container process
+ * (Dockerfile RUN steps, `kiln run`, `kiln exec`, healthchecks).
+ *
+ * The caller fills a struct kiln_sandbox_spec and calls kiln_sandbox_run();
+ * it returns when the container's main process has exited (or, for detached
+ * supervisors, the same call is made from the supervisor process).
+ *
+ * Privileges (capabilities, seccomp, masked paths, host network, privileged
+ * mode) are decided by ONE function, kiln_sandbox_decide(), which
+ * kiln_sandbox_run() and kiln_sandbox_exec() always call; a request that the
+ * origin is not entitled to is refused there (security.md item 12).
+ */
+#ifndef KILN_RUNTIME_SANDBOX_H
+#define KILN_RUNTIME_SANDBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+/* Who asks for a sandbox.  Decides which entitlements are implied. */
+enum kiln_sandbox_origin {
+	KILN_ORIGIN_RUN = 0,       /* `kiln run`: the user's own flags are the entitlement */
+	KILN_ORIGIN_BUILD,         /* Dockerfile RUN: needs --allow entitlements for extras */
+	KILN_ORIGIN_EXEC,          /* `kiln exec` */
+	KILN_ORIGIN_HEALTHCHECK,   /* never privileged, never extra caps */
+};
+
+/* Entitlements granted explicitly by the user (bit set). */
+#define KILN_ENT_PRIVILEGED   (1u << 0)  /* --privileged / RUN --security=insecure with --allow security.insecure */
+#define KILN_ENT_NET_HOST     (1u << 1)  /* --network host / RUN --network=host with --allow network.host */
+#define KILN_ENT_CAP_ADD      (1u << 2)  /* --cap-add given on the command line */
+#define KILN_ENT_UNCONFINED   (1u << 3)  /* --security-opt seccomp=unconfined / =FILE */
+
+enum kiln_net_mode {
+	KILN_NET_NONE = 0,   /* own netns with loopback up (default for RUN steps) */
+	KILN_NET_HOST,       /* the host's netns */
+	KILN_NET_BRIDGE,     /* own netns + veth on the kiln0 bridge (default for `kiln run`) */
+};
+
+enum kiln_mount_type {
+	KILN_MOUNT_BIND = 0,
+	KILN_MOUNT_TMPFS,
+};
+
+struct kiln_mount {
+	enum kiln_mount_type type;
+	const char *source;   /* host path (BIND), ignored when source_fd >= 0 */
+	int source_fd;        /* an O_PATH/O_DIRECTORY fd of the bind source, or -1 */
+	const char *target;   /* absolute path inside the container, resolved beneath the rootfs */
+	bool readonly;
+	const char *options;  /* tmpfs data ("size=64m,mode=1777"), or NULL */
+};
+
+struct kiln_port {
+	uint16_t host_port;
+	uint16_t container_port;
+	bool udp;             /* false = tcp */
+	const char *host_ip;  /* NULL = 0.0.0.0 */
+};
+
+enum kiln_seccomp_mode {
+	KILN_SECCOMP_DEFAULT = 0,   /* kiln's built-in profile (Docker's default intent) */
+	KILN_SECCOMP_UNCONFINED,
+	KILN_SECCOMP_FILE,          /* a Docker/OCI-style JSON profile at seccomp_file */
+};
+
+/* Resource limits; 0 = unlimited / not set. */
+struct kiln_limits {
+	int64_t memory;        /* bytes (-m) */
+	int64_t memory_swap;   /* bytes, memory+swap (--memory-swap); -1 = unlimited swap */
+	int64_t nano_cpus;     /* --cpus * 1e9 */
+	int64_t cpu_shares;    /* --cpu-shares (v1 shares; converted to weight on v2) */
+	int64_t pids;          /* --pids-limit; -1 = unlimited */
+};
+
+struct kiln_sandbox_spec {
+	enum kiln_sandbox_origin origin;
+	unsigned entitlements;       /* KILN_ENT_* granted explicitly */
+
+	const char *id;              /* container id (hex), names the cgroup; NULL = generated */
+	const char *state_dir;       /* directory where kiln writes hosts/hostname/resolv.conf for
+	                                this container (e.g. containers/<id>/); NULL = a private temp dir */
+
+	/* Root filesystem: a directory already prepared by the caller.  When
+	 * overlay_lower is set, kiln mounts overlay(lower, upper, work) at rootfs
+	 * inside the container's mount namespace first. */
+	const char *rootfs;
+	const char *overlay_lower;   /* "dir1:dir2:..." or NULL */
+	const char *overlay_upper;
+	const char *overlay_work;
+	bool readonly_rootfs;        /* --read-only */
+
+	/* Process. */
+	char *const *argv;           /* argv[0] looked up in PATH of env (inside the rootfs) */
+	char *const *env;            /* "K=V"; PATH, HOSTNAME, HOME added when missing */
+	const char *cwd;             /* NULL = "/"; created when missing, resolved in the rootfs */
+	const char *user;            /* "uid[:gid]" or "name[:group]" from the image's /etc/passwd,group; NULL = root */
+	const char *hostname;        /* NULL = the first 12 characters of the id */
+
+	const struct kiln_mount *mounts;
+	size_t n_mounts;
+
+	enum kiln_net_mode net;
+	const struct kiln_port *ports;  /* published ports (BRIDGE only) */
+	size_t n_ports;
+
+	struct kiln_limits limits;
+
+	char *const *cap_add;        /* NULL-terminated names ("NET_ADMIN", "CAP_SYS_TIME", "ALL") or NULL */
+	char *const *cap_drop;
+	bool privileged;             /* all caps, no seccomp, no masked/readonly paths, host devices */
+	bool no_new_privs;           /* only when asked (--security-opt no-new-privileges) */
+	enum kiln_seccomp_mode seccomp;
+	const char *seccomp_file;
+
+	bool init;                   /* --init: a small init as PID 1 that forks the program */
+	bool tty;                    /* allocate a pty: the container's 0-2 are its slave side */
+	bool interactive;            /* keep stdin open (-i) */
+	int stdin_fd, stdout_fd, stderr_fd;  /* fds handed to the container; -1 = inherit ours (0,1,2) */
+
+	/* Optional: called in the parent once the container process exists
+	 * (cgroup joined, network ready), before it runs the user's program.
+	 * A non-zero return aborts the start. */
+	int (*on_start)(pid_t pid, void *arg);
+	void *on_start_arg;
+	/* Optional: when the spec has tty, the parent's master fd is given here
+	 * instead of kiln relaying it to stdin/stdout (used by the supervisor). */
+	int (*on_tty)(int master_fd, void *arg);
+	void *on_tty_arg;
+};
+
+/* Initialise defaults: fds -1, origin RUN, seccomp default, net none. */
+void kiln_sandbox_spec_init(struct kiln_sandbox_spec *spec);
+
+struct kiln_exit {
+	int code;            /* what `kiln run` exits with: status, 128+signal, 125/126/127 */
+	int signal;          /* the signal that killed the main process, or 0 */
+	bool oom_killed;     /* the cgroup's OOM killer fired */
+	int64_t memory_limit;/* the limit in bytes when oom_killed */
+	char message[256];   /* "killed: out of memory (limit 64MiB)" etc., or "" */
+};
+
+/* Run the sandbox to completion.  Returns 0 when the program ran (its exit
+ * status is in *exit, whatever it is) and -1 when the sandbox could not be set
+ * up (err names the failed step; err->exit_code is 125, or 126/127 when the
+ * program was not executable/not found).  Never hangs on a setup failure. */
+int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *exit,
+		     struct kiln_err *err);
+
+/* Run spec->argv inside the running container whose init process is pid
+ * (setns into its namespaces and cgroup); spec supplies argv, env, cwd, user,
+ * tty, caps etc.; rootfs/mounts/net/limits are ignored. */
+int kiln_sandbox_exec(pid_t pid, const struct kiln_sandbox_spec *spec, struct kiln_exit *exit,
+		      struct kiln_err *err);
+
+/* ---- the privilege decision (security.md item 12) ---- */
+
+struct kiln_privileges {
+	uint64_t caps;          /* bounding = permitted = effective set (bits CAP_*) */
+	bool seccomp;           /* load a filter */
+	bool masks;             /* masked and read-only /proc, /sys paths */
+	bool no_new_privs;
+	bool host_net;
+	bool host_devices;      /* privileged: bind the host's /dev */
+	bool sys_rw;            /* /sys writable (privileged) */
+};
+
+/* Docker's 14 default capabilities (0x00000000a80425fb). */
+#define KILN_DEFAULT_CAPS 0x00000000a80425fbULL
+
+/* Decide what the sandbox may do.  Refuses (-1) when spec asks for privileged
+ * mode, host network, added capabilities or an unconfined seccomp without the
+ * matching entitlement for its origin. */
+int kiln_sandbox_decide(const struct kiln_sandbox_spec *spec, struct kiln_privileges *out,
+			struct kiln_err *err);
+
+/* Capability name ("CHOWN", "CAP_CHOWN", case-insensitive) → number; -1 if unknown. */
+int kiln_cap_from_name(const char *name);
+
+/* ---- users (parsed from the image's own files; no NSS) ---- */
+
+struct kiln_user {
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[64];       /* supplementary groups from /etc/group membership */
+	size_t n_groups;
+	char home[256];         /* from passwd, "/" when unknown */
+};
+
+/* Resolve "user[:group]" against the texts of /etc/passwd and /etc/group
+ * (either may be NULL = file missing).  Numeric ids need no entry; a name
+ * that is not found fails.  spec NULL or "" = root. */
+int kiln_user_resolve(const char *spec, const char *passwd, const char *group,
+		      struct kiln_user *out, struct kiln_err *err);
+
+/* ---- cgroups ---- */
+
+enum kiln_cgroup_layout { KILN_CG_V1 = 1, KILN_CG_V2, KILN_CG_HYBRID };
+
+/* Detect the layout of /sys/fs/cgroup (statfs). */
+int kiln_cgroup_layout(enum kiln_cgroup_layout *out, struct kiln_err *err);
+
+/* The path of a new cgroup for container id beneath the cgroup that
+ * /proc/self/cgroup text names for controller (v1 controller name, or "" for
+ * the v2 unified hierarchy): "<own>/kiln-<id>".  Caller frees. */
+char *kiln_cgroup_child_path(const char *proc_self_cgroup, const char *controller,
+			     const char *id, struct kiln_err *err);
+
+/* Human-readable size: 67108864 → "64MiB". */
+void kiln_format_size(int64_t bytes, char *buf, size_t len);
+
+#endif
