@@ -1,0 +1,179 @@
+/* kiln — copy-on-write snapshots of root filesystems and the change sets
+ * (layer diffs) between a writable snapshot and its parent.
+ *
+ * Three drivers share one interface:
+ *   btrfs    subvolumes; a snapshot is O(1); diffs use the btrfs tree search
+ *            (changed inodes since the snapshot) to skip unchanged subtrees.
+ *   overlay  each committed snapshot is one diff directory; a writable child is
+ *            an upper+work directory over the chain of its ancestors; diffs
+ *            read the upper directory only.
+ *   vfs      a full copy (reflink when the filesystem can, else
+ *            copy_file_range); diffs compare the two trees.
+ *
+ * The module works on a directory given by the caller (normally
+ * <root>/snapshots) and does not know about the content store.  Data lives in
+ * <snapshots_dir>/<driver>/ so that several drivers can coexist:
+ *   snaps/<hex>/    committed, read-only snapshots keyed by chain id (sha256)
+ *   active/<key>/   writable snapshots keyed by a caller-chosen key
+ *   l/              overlay: short links to the diff directories
+ *   tmp/            removals in progress
+ *
+ * Committed snapshots are published with an atomic rename, so two processes
+ * may commit the same chain id concurrently: the second commit finds it and
+ * succeeds (its own copy is discarded).
+ *
+ * Canonical change sets (the same on every driver, so the same changes give
+ * the same layer digest): a path is
+ *   ADD     when it is in the child only (every path of a new subtree is listed);
+ *   DELETE  when it is in the parent only (only the topmost removed path);
+ *   MODIFY  when it is in both and type, permission bits, uid, gid, size
+ *           (regular files), mtime (ns), symlink target, device number or
+ *           xattrs (except trusted.overlay.*) differ.  A type change
+ *           (file→dir, dir→file) is a MODIFY of the path; the new directory's
+ *           contents are ADDs.
+ * OPAQUE is never produced: a directory that was removed and created again
+ * (`rm -rf d && mkdir d`) gives a MODIFY of d (when its metadata differ), a
+ * DELETE for each old entry that is gone and ADD/MODIFY for the new ones.
+ * The tree root itself is never listed.  Like docker, content changes that
+ * keep size and mtime are not detected.
+ */
+#ifndef KILN_LAYERS_SNAPSHOT_H
+#define KILN_LAYERS_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "layers/layer.h"
+
+struct kiln_snapshotter;
+struct kiln_snap;
+
+/* Open (creating what is missing) the snapshot area in snapshots_dir.
+ * driver: "btrfs", "overlay", "vfs" or NULL/"" for auto: btrfs when the
+ * directory is on btrfs, else a driver already used there, else overlay when
+ * a probe mount works, else vfs.  Cleans leftovers of dead processes in tmp/.
+ * *out is freed with kiln_snap_close (after every snapshot handle). */
+int kiln_snap_open(const char *snapshots_dir, const char *driver,
+		   struct kiln_snapshotter **out, struct kiln_err *err);
+void kiln_snap_close(struct kiln_snapshotter *sn);
+/* "btrfs", "overlay" or "vfs" (static string). */
+const char *kiln_snap_driver_name(const struct kiln_snapshotter *sn);
+
+/* ChainID(n) = parent ? sha256(parent + " " + diff_id) : diff_id.
+ * out must hold KILN_DIGEST_MAX bytes. */
+int kiln_snap_chain_id(const char *parent_chain_id, const char *diff_id,
+		       char out[KILN_DIGEST_MAX], struct kiln_err *err);
+
+/* A committed snapshot with this chain id exists ("sha256:<64 hex>"). */
+bool kiln_snap_exists(struct kiln_snapshotter *sn, const char *chain_id);
+
+/* Flags for kiln_snap_prepare / kiln_snap_get. */
+#define KILN_SNAP_NOMOUNT 0x1   /* overlay: do not mount on the host; the caller
+				 * mounts kiln_snap_mount_spec itself (e.g. in
+				 * the sandbox's mount namespace) */
+
+/* Create a writable snapshot named key ([A-Za-z0-9][A-Za-z0-9_.-]{0,127})
+ * whose content is the committed snapshot parent_chain_id (NULL: empty).
+ * Fails with EEXIST when the key is in use.  On failure nothing is left
+ * behind. */
+int kiln_snap_prepare(struct kiln_snapshotter *sn, const char *parent_chain_id,
+		      const char *key, unsigned flags, struct kiln_snap **out,
+		      struct kiln_err *err);
+
+/* Re-open an existing writable snapshot (e.g. a detached container's rootfs
+ * in a later process). */
+int kiln_snap_get(struct kiln_snapshotter *sn, const char *key, unsigned flags,
+		  struct kiln_snap **out, struct kiln_err *err);
+
+/* A read-only view of a committed snapshot (COPY --from, bind mounts from
+ * another stage).  btrfs/vfs: the snapshot's own directory (do not write);
+ * overlay: a read-only overlay of the chain mounted under key.  Release with
+ * kiln_snap_release, which unmounts it.  kiln_snap_diff/commit refuse views. */
+int kiln_snap_view(struct kiln_snapshotter *sn, const char *chain_id, const char *key,
+		   struct kiln_snap **out, struct kiln_err *err);
+
+/* The root directory of the snapshot as an absolute path, or NULL for an
+ * overlay snapshot prepared with KILN_SNAP_NOMOUNT that is not mounted. */
+const char *kiln_snap_rootfs(const struct kiln_snap *snap);
+const char *kiln_snap_key(const struct kiln_snap *snap);
+/* The parent's chain id, or NULL for a snapshot prepared from nothing. */
+const char *kiln_snap_parent(const struct kiln_snap *snap);
+
+/* Mount (overlay) / unmount the host mount of a writable snapshot.  No-ops for
+ * btrfs and vfs and for overlay snapshots without a parent. */
+int kiln_snap_mount(struct kiln_snap *snap, struct kiln_err *err);
+int kiln_snap_unmount(struct kiln_snap *snap, struct kiln_err *err);
+
+/* How to mount the snapshot elsewhere (e.g. inside a private mount namespace
+ * as the container rootfs). */
+struct kiln_snap_mount_spec {
+	bool overlay;            /* false: bind mount `source` */
+	char *source;            /* bind: the directory; overlay: "overlay" */
+	char **lowerdirs;        /* overlay: NULL-terminated, topmost first */
+	char *upperdir;          /* overlay: NULL for a read-only view */
+	char *workdir;           /* overlay: NULL for a read-only view */
+	char *options;           /* overlay: the mount(2) data string (short paths) */
+};
+int kiln_snap_mount_spec(const struct kiln_snap *snap, struct kiln_snap_mount_spec *out,
+			 struct kiln_err *err);
+void kiln_snap_mount_spec_free(struct kiln_snap_mount_spec *spec);
+/* Mount spec at target (a directory): a bind mount (MS_REC) or an overlay
+ * (fsopen/fsconfig with one "lowerdir+" per layer where the kernel has it,
+ * else mount(2) with spec->options).  Usable in a child mount namespace. */
+int kiln_snap_mount_spec_apply(const struct kiln_snap_mount_spec *spec, const char *target,
+			       struct kiln_err *err);
+
+/* The change set between the writable snapshot and its parent (appended to
+ * *out; see the canonical rules above).  The overlay driver mounts what it
+ * needs for the duration of the call. */
+int kiln_snap_diff(struct kiln_snap *snap, struct kiln_changes *out, struct kiln_err *err);
+
+/* Diff + kiln_layer_write from the snapshot's tree: the one call the builder
+ * needs to turn a finished step into a layer blob.  For overlay the files are
+ * read through a (temporary) overlay mount so that overlay's own xattrs never
+ * reach the tar.  n_changes (may be NULL) receives the number of changes. */
+int kiln_snap_write_layer(struct kiln_snap *snap, const struct kiln_layer_write_opts *opts,
+			  int out_fd, struct kiln_layer_info *info, size_t *n_changes,
+			  struct kiln_err *err);
+
+/* Make the writable snapshot the committed, read-only snapshot chain_id
+ * (unmounting it first).  If chain_id already exists the writable snapshot is
+ * discarded and the call succeeds.  The handle stays valid for
+ * kiln_snap_release only. */
+int kiln_snap_commit(struct kiln_snap *snap, const char *chain_id, struct kiln_err *err);
+
+/* Unmount what this handle mounted and free it; the writable snapshot stays
+ * (kiln_snap_get can re-open it). */
+void kiln_snap_release(struct kiln_snap *snap);
+/* Unmount, remove the writable snapshot unless it was committed, free the
+ * handle.  Safe on NULL.  Returns -1 (and still frees) when removal failed. */
+int kiln_snap_discard(struct kiln_snap *snap, struct kiln_err *err);
+
+/* Remove a committed snapshot (by chain id) or a writable one (by key,
+ * unmounting it if needed).  A committed snapshot that is the parent of
+ * another snapshot is refused with EBUSY.  Missing: ENOENT. */
+int kiln_snap_remove(struct kiln_snapshotter *sn, const char *key_or_chain_id,
+		     struct kiln_err *err);
+
+/* Disk usage of one snapshot: bytes allocated (st_blocks) and inodes in its
+ * own directory (overlay: the snapshot's own diff only; btrfs: counts extents
+ * shared with other snapshots too). */
+int kiln_snap_usage(struct kiln_snapshotter *sn, const char *key_or_chain_id,
+		    int64_t *bytes, int64_t *inodes, struct kiln_err *err);
+
+/* Call fn for each committed chain id (sorted) / each writable key. */
+int kiln_snap_list(struct kiln_snapshotter *sn, bool committed,
+		   int (*fn)(const char *name, void *arg), void *arg, struct kiln_err *err);
+
+/* Create the committed snapshot chain_id = ChainID(parent_chain_id, diff_id)
+ * by applying the layer read from layer_fd on a child of parent_chain_id
+ * (kiln_layer_apply with whiteouts, numeric owners, devices when root).
+ * Fails when the uncompressed stream does not hash to diff_id.  If the chain
+ * already exists nothing is read.  chain_id_out (may be NULL) receives the
+ * chain id. */
+int kiln_snap_apply_layer(struct kiln_snapshotter *sn, const char *parent_chain_id,
+			  int layer_fd, const char *diff_id, char chain_id_out[KILN_DIGEST_MAX],
+			  struct kiln_err *err);
+
+#endif
