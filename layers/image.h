@@ -100,7 +100,8 @@ int kiln_image_resolve(struct kiln_store *s, const char *name_or_id, struct kiln
 /* A new empty image: architecture/os of this host, config {}, no layers,
  * no history, created = kiln_image_now(). */
 struct kiln_image *kiln_image_new_scratch(void);
-/* Deep copy (the start of a derived image: FROM base).  id/manifest cleared. */
+/* Deep copy (the start of a derived image: FROM base).  id/manifest and
+ * "created" are cleared (commit sets created); history and layers are kept. */
 struct kiln_image *kiln_image_copy(const struct kiln_image *img);
 void kiln_image_free(struct kiln_image *img);       /* NULL is fine */
 

@@ -68,7 +68,7 @@ struct kiln_store;
 int kiln_store_open(const char *root, unsigned flags, struct kiln_store **out, struct kiln_err *err);
 void kiln_store_close(struct kiln_store *s);                /* NULL is fine */
 const char *kiln_store_root_path(const struct kiln_store *s);
-int kiln_store_dirfd(const struct kiln_store *s);            /* O_PATH|O_DIRECTORY fd of ROOT; owned by the store */
+int kiln_store_dirfd(const struct kiln_store *s);            /* O_RDONLY|O_DIRECTORY fd of ROOT; owned by the store */
 
 /* The exclusive metadata lock (ROOT/index.lock).  Re-entrant within one
  * store handle (a counter).  The tag functions take it themselves; take it
