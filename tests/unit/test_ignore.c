@@ -1,0 +1,339 @@
+/* Unit tests: parser/ignore — .dockerignore reading and matching. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "parser/ignore.h"
+
+static struct kiln_ignore *mk(const char *text)
+{
+	struct kiln_ignore *ig = NULL;
+	struct kiln_err err = {0};
+	if (kiln_ignore_parse(text, strlen(text), &ig, &err) < 0) {
+		print_error("parse failed: %s\n", err.msg);
+		fail();
+	}
+	return ig;
+}
+
+static void test_clean(void **state)
+{
+	(void)state;
+	const char *cases[][2] = {
+		{"", "."}, {".", "."}, {"a", "a"}, {"a/", "a"}, {"a//b", "a/b"}, {"./a/./b/", "a/b"},
+		{"a/b/..", "a"}, {"a/../..", ".."}, {"../a/../b", "../b"}, {"/", "/"}, {"/..", "/"},
+		{"/../a", "/a"}, {"//a//", "/a"}, {"a/b/../../c", "c"}, {"..", ".."}, {"...", "..."},
+		{"a/.b/..c", "a/.b/..c"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *c = kiln_ignore_clean_path(cases[i][0]);
+		if (strcmp(c, cases[i][1]) != 0)
+			print_error("clean(%s) = %s, want %s\n", cases[i][0], c, cases[i][1]);
+		assert_string_equal(c, cases[i][1]);
+		free(c);
+	}
+}
+
+static void test_read_rules(void **state)
+{
+	(void)state;
+	/* BOM, comments (only at column 0), blanks, cleaning, leading '/' removed,
+	 * '!' with blanks after it */
+	const char *text = "\xef\xbb\xbftest1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n"
+			   "  # not a comment  \n! /inverted/abs/path\n  spaced/../name/  \r\n";
+	struct kiln_ignore *ig = mk(text);
+	const char *want[] = {"test1", "test2", "a/file/here", "lastfile", "#", "inverted/abs/path", "name"};
+	bool want_ex[] = {false, false, false, false, false, true, false};
+	assert_int_equal(kiln_ignore_count(ig), 7);
+	for (size_t i = 0; i < 7; i++) {
+		bool ex;
+		const char *p = kiln_ignore_pattern(ig, i, &ex);
+		assert_non_null(p);
+		/* "  # not a comment  " is a pattern "#" ... "not a comment" */
+		if (i == 4) {
+			assert_string_equal(p, "# not a comment");
+			continue;
+		}
+		assert_string_equal(p, want[i]);
+		assert_int_equal(ex, want_ex[i]);
+	}
+	assert_null(kiln_ignore_pattern(ig, 7, NULL));
+	assert_true(kiln_ignore_has_exceptions(ig));
+	assert_true(kiln_ignore_match(ig, "test2"));
+	assert_true(kiln_ignore_match(ig, "/test2"));
+	assert_true(kiln_ignore_match(ig, "./a/file/here"));
+	assert_true(kiln_ignore_match(ig, "name/sub"));
+	assert_false(kiln_ignore_match(ig, "spaced"));
+	kiln_ignore_free(ig);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	struct kiln_ignore *ig = NULL;
+	struct kiln_err err = {0};
+	assert_int_equal(kiln_ignore_parse("a\n!\n", 4, &ig, &err), -1);
+	assert_non_null(strstr(err.msg, "illegal exclusion pattern"));
+	assert_int_equal(kiln_ignore_parse("! \n", 3, &ig, &err), -1);
+	assert_int_equal(kiln_ignore_parse("[a-\n", 4, &ig, &err), -1);
+	assert_non_null(strstr(err.msg, "syntax error in pattern"));
+	assert_int_equal(kiln_ignore_parse("abc[\n", 5, &ig, &err), -1);
+	assert_int_equal(kiln_ignore_parse("x\\\n", 3, &ig, &err), -1);
+	assert_int_equal(kiln_ignore_parse("[]a]\n", 5, &ig, &err), -1);
+	assert_int_equal(kiln_ignore_parse("[z-a]\n", 6, &ig, &err), -1);
+	assert_int_equal(kiln_ignore_parse("[a]\n[^a-c]x\n\\[\n", 15, &ig, &err), 0);
+	kiln_ignore_free(ig);
+	/* empty text: nothing ignored */
+	assert_int_equal(kiln_ignore_parse("", 0, &ig, &err), 0);
+	assert_false(kiln_ignore_match(ig, "a"));
+	kiln_ignore_free(ig);
+	assert_false(kiln_ignore_match(NULL, "a"));
+}
+
+struct mcase {
+	const char *pattern;
+	const char *path;
+	bool match;
+};
+
+static void test_matching(void **state)
+{
+	(void)state;
+	const struct mcase cases[] = {
+		{"*.go", "a.go", true},
+		{"*.go", "dir/a.go", false},        /* * does not cross / */
+		{"*/*.go", "dir/a.go", true},
+		{"**/*.go", "dir/a.go", true},
+		{"**/*.go", "a.go", true},
+		{"**/*.go", "x/y/z/a.go", true},
+		{"**/*.go", "x/y/z/a.got", false},
+		{"dir", "dir", true},
+		{"dir", "dir/x/y", true},           /* parent matches */
+		{"dir", "dirx", false},
+		{"dir", "x/dir", false},
+		{"dir/**", "dir/x", true},
+		{"dir/**", "dir", false},
+		{"dir**", "dirx/y", true},
+		{"**", "anything/at/all", true},
+		{"a/**/b", "a/b", true},
+		{"a/**/b", "a/x/y/b", true},
+		{"a/**/b", "a/x/y/c", false},
+		{"a/**/b", "a/xb", false},
+		{"**/b", "b", true},
+		{"**/b", "x/b", true},
+		{"**/b", "x/ab", false},
+		{"**/b", "x/b/c", true},            /* parent x/b */
+		{"?.txt", "a.txt", true},
+		{"?.txt", "ab.txt", false},
+		{"?.txt", "/.txt", false},
+		{"[a-c].txt", "b.txt", true},
+		{"[a-c].txt", "d.txt", false},
+		{"[^a-c].txt", "d.txt", true},
+		{"[^a-c].txt", "a.txt", false},
+		{"\\*.txt", "*.txt", true},
+		{"\\*.txt", "a.txt", false},
+		{"a.b", "a.b", true},
+		{"a.b", "axb", false},              /* . is literal */
+		{"a+(b)", "a+(b)", true},
+		{"한*", "한국어", true},
+		{"?국어", "한국어", true},
+		{"./x/../y", "y", true},
+		{"/abs", "abs", true},
+		{"*", "x/y", true},                 /* parent x matches * */
+		{"x/*", "x", false},
+		{"x/*", "x/y/z", true},
+		{"*.md", ".md", true},
+		{"a/b", "a/b/c", true},
+		{"a/b", "a", false},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct kiln_ignore *ig = mk(cases[i].pattern);
+		bool m = kiln_ignore_match(ig, cases[i].path);
+		if (m != cases[i].match)
+			print_error("pattern %s path %s: got %d want %d\n", cases[i].pattern, cases[i].path, m,
+				    cases[i].match);
+		assert_int_equal(m, cases[i].match);
+		kiln_ignore_free(ig);
+	}
+}
+
+static void test_exceptions_last_wins(void **state)
+{
+	(void)state;
+	struct kiln_ignore *ig = mk("*.md\n!README*.md\nREADME-secret.md\n");
+	assert_true(kiln_ignore_match(ig, "CHANGES.md"));
+	assert_false(kiln_ignore_match(ig, "README.md"));
+	assert_true(kiln_ignore_match(ig, "README-secret.md"));
+	assert_false(kiln_ignore_match(ig, "main.c"));
+	kiln_ignore_free(ig);
+
+	ig = mk("build\n!build/keep\n");
+	assert_true(kiln_ignore_match(ig, "build"));
+	assert_true(kiln_ignore_match(ig, "build/x.o"));
+	assert_false(kiln_ignore_match(ig, "build/keep"));
+	assert_false(kiln_ignore_match(ig, "build/keep/inner")); /* exception matches a parent */
+	assert_true(kiln_ignore_dir_may_include(ig, "build"));
+	assert_false(kiln_ignore_dir_may_include(ig, "other"));
+	kiln_ignore_free(ig);
+
+	/* everything, then back in */
+	ig = mk("**\n!src\n");
+	assert_true(kiln_ignore_match(ig, "Dockerfile"));
+	assert_false(kiln_ignore_match(ig, "src/a/b.c"));
+	assert_false(kiln_ignore_match(ig, "."));
+	assert_false(kiln_ignore_match(ig, ""));
+	kiln_ignore_free(ig);
+}
+
+static void test_dir_may_include(void **state)
+{
+	(void)state;
+	struct kiln_ignore *ig = mk("node_modules\n");
+	assert_true(kiln_ignore_match(ig, "node_modules"));
+	assert_false(kiln_ignore_dir_may_include(ig, "node_modules"));
+	kiln_ignore_free(ig);
+
+	ig = mk("*\n!*/keep\n");
+	assert_true(kiln_ignore_dir_may_include(ig, "a"));
+	assert_false(kiln_ignore_dir_may_include(ig, "a/b"));
+	assert_false(kiln_ignore_match(ig, "a/keep"));
+	assert_true(kiln_ignore_match(ig, "a/b/keep"));
+	kiln_ignore_free(ig);
+
+	ig = mk("a\n!**/keep\n");
+	assert_true(kiln_ignore_dir_may_include(ig, "a/b/c"));
+	kiln_ignore_free(ig);
+
+	ig = mk("a\n!a/b/c/d.txt\n");
+	assert_true(kiln_ignore_dir_may_include(ig, "a"));
+	assert_true(kiln_ignore_dir_may_include(ig, "a/b"));
+	assert_true(kiln_ignore_dir_may_include(ig, "a/b/c"));
+	assert_false(kiln_ignore_dir_may_include(ig, "a/x"));
+	assert_false(kiln_ignore_match(ig, "a/b/c/d.txt"));
+	assert_true(kiln_ignore_match(ig, "a/b/c/e.txt"));
+	kiln_ignore_free(ig);
+
+	ig = mk("a\n!a/b*/**\n");
+	assert_true(kiln_ignore_dir_may_include(ig, "a"));
+	assert_true(kiln_ignore_dir_may_include(ig, "a/bcd"));
+	assert_false(kiln_ignore_dir_may_include(ig, "a/c"));
+	kiln_ignore_free(ig);
+}
+
+static void test_from_patterns(void **state)
+{
+	(void)state;
+	char *pats[] = {" *.tmp ", "!keep.tmp", "cache/"};
+	struct kiln_ignore *ig = NULL;
+	struct kiln_err err = {0};
+	assert_int_equal(kiln_ignore_from_patterns(pats, 3, &ig, &err), 0);
+	assert_true(kiln_ignore_match(ig, "x.tmp"));
+	assert_false(kiln_ignore_match(ig, "keep.tmp"));
+	assert_true(kiln_ignore_match(ig, "cache/a"));
+	kiln_ignore_free(ig);
+	char *bad[] = {"["};
+	assert_int_equal(kiln_ignore_from_patterns(bad, 1, &ig, &err), -1);
+}
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+	char *p = kiln_xasprintf("%s/%s", dir, name);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	free(p);
+}
+
+static void test_load(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/kiln-ignore-XXXXXX";
+	char *dir = mkdtemp(tmpl);
+	assert_non_null(dir);
+	char *sub = kiln_xasprintf("%s/df", dir);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	struct kiln_ignore *ig = NULL;
+	struct kiln_err err = {0};
+	char *used = NULL;
+
+	/* nothing at all: an empty set */
+	assert_int_equal(kiln_ignore_load(dir, NULL, &ig, &used, &err), 0);
+	assert_non_null(ig);
+	assert_null(used);
+	assert_int_equal(kiln_ignore_count(ig), 0);
+	kiln_ignore_free(ig);
+
+	write_file(dir, ".dockerignore", "from-context\n");
+	char *df = kiln_xasprintf("%s/Dockerfile.app", sub);
+	write_file(sub, "Dockerfile.app", "FROM scratch\n");
+	assert_int_equal(kiln_ignore_load(dir, df, &ig, &used, &err), 0);
+	assert_true(kiln_ignore_match(ig, "from-context"));
+	assert_non_null(used);
+	assert_true(kiln_str_has_suffix(used, "/.dockerignore"));
+	free(used);
+	kiln_ignore_free(ig);
+
+	/* <Dockerfile>.dockerignore next to the Dockerfile wins */
+	write_file(sub, "Dockerfile.app.dockerignore", "from-dockerfile\n");
+	assert_int_equal(kiln_ignore_load(dir, df, &ig, &used, &err), 0);
+	assert_true(kiln_ignore_match(ig, "from-dockerfile"));
+	assert_false(kiln_ignore_match(ig, "from-context"));
+	assert_true(kiln_str_has_suffix(used, "Dockerfile.app.dockerignore"));
+	free(used);
+	kiln_ignore_free(ig);
+
+	/* a bad pattern names the file */
+	write_file(dir, ".dockerignore", "ok\n[bad\n");
+	assert_int_equal(kiln_ignore_load(dir, NULL, &ig, NULL, &err), -1);
+	assert_non_null(strstr(err.msg, ".dockerignore"));
+	assert_non_null(strstr(err.msg, "[bad"));
+
+	kiln_rm_rf(dir, &err);
+	free(df);
+	free(sub);
+}
+
+static void test_pathological(void **state)
+{
+	(void)state;
+	struct kiln_buf b = {0};
+	for (int i = 0; i < 30; i++)
+		kiln_buf_puts(&b, "*a");
+	kiln_buf_puts(&b, "b\n");
+	struct kiln_ignore *ig = mk(b.data);
+	char path[3001];
+	memset(path, 'a', 3000);
+	path[3000] = 0;
+	uint64_t t0 = kiln_now_ns();
+	assert_false(kiln_ignore_match(ig, path));
+	assert_true(kiln_now_ns() - t0 < 5000000000ull);
+	kiln_ignore_free(ig);
+	kiln_buf_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_clean),
+		cmocka_unit_test(test_read_rules),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_matching),
+		cmocka_unit_test(test_exceptions_last_wins),
+		cmocka_unit_test(test_dir_may_include),
+		cmocka_unit_test(test_from_patterns),
+		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_pathological),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
