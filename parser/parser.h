@@ -44,7 +44,8 @@ struct kiln_df_node {
 	struct kiln_strv flags;/* "--from=x" as written, quotes removed; "--" dropped */
 	struct kiln_strv args; /* arguments cut as the instruction requires (see the dump rules) */
 	bool json;             /* exec form: args came from a JSON array */
-	struct kiln_df_heredoc *heredocs; /* RUN/COPY/ADD only */
+	struct kiln_df_heredoc *heredocs; /* RUN/COPY/ADD (shell form) only; for ONBUILD they sit on
+					   * the ONBUILD node, as in BuildKit */
 	size_t n_heredocs;
 	char *original;        /* the whole logical line (continuations joined), as BuildKit's Original */
 	char *rest;            /* text after the instruction word, flags included, trimmed */
@@ -82,13 +83,20 @@ void kiln_df_quote(const char *s, struct kiln_buf *out);
  * Does not know about stages: "instruction before FROM", stage names and
  * ARG scoping belong to the plan. */
 int kiln_df_check(const struct kiln_df *df, struct kiln_err *err);
-/* The same for one node (ONBUILD's trigger is checked too). */
+/* The same for one node (for ONBUILD only the trigger word is checked, as
+ * BuildKit does; the trigger itself is checked when it runs). */
 int kiln_df_check_node(const struct kiln_df *df, const struct kiln_df_node *node,
 		       struct kiln_err *err);
 
 /* Set err to "<file>:<line>: <message>" for node (node may be NULL: no line). */
 int kiln_df_errorf(const struct kiln_df *df, const struct kiln_df_node *node, struct kiln_err *err,
 		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* BuildKit's ParseHeredoc for one word ("<<EOF", "<<-'EOF'", "3<<EOF"): returns
+ * 1 and fills h (h->content NULL; free h->name) when word is a heredoc
+ * reference, 0 when it is not, -1 on a lexing error.  The plan uses it to
+ * tell heredoc sources of COPY/ADD from paths. */
+int kiln_df_parse_heredoc_word(const char *word, struct kiln_df_heredoc *h, struct kiln_err *err);
 
 /* ---- flags ------------------------------------------------------------ */
 
