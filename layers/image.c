@@ -2,6 +2,9 @@
 #include "layers/image.h"
 
 #include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,15 +99,15 @@ int kiln_ref_parse(const char *in, struct kiln_ref *out, struct kiln_err *err)
 {
 	memset(out, 0, sizeof(*out));
 	if (!in || !*in)
-		return kiln_err_set(err, EINVAL, "invalid reference format: empty name");
+		return kiln_err_set(err, 0, "invalid reference format: empty name");
 	if (strlen(in) > 4096)
-		return kiln_err_set(err, EINVAL, "invalid reference format: name too long");
+		return kiln_err_set(err, 0, "invalid reference format: name too long");
 	char *s = kiln_xstrdup(in);
 	char *at = strchr(s, '@');
 	if (at) {
 		*at = '\0';
 		if (!kiln_digest_valid(at + 1)) {
-			kiln_err_set(err, EINVAL, "invalid reference format: bad digest in \"%s\"", in);
+			kiln_err_set(err, 0, "invalid reference format: bad digest in \"%s\"", in);
 			goto fail;
 		}
 		out->digest = kiln_xstrdup(at + 1);
@@ -114,7 +117,7 @@ int kiln_ref_parse(const char *in, struct kiln_ref *out, struct kiln_err *err)
 	if (colon) {
 		*colon = '\0';
 		if (!valid_tag(colon + 1)) {
-			kiln_err_set(err, EINVAL, "invalid reference format: bad tag in \"%s\"", in);
+			kiln_err_set(err, 0, "invalid reference format: bad tag in \"%s\"", in);
 			goto fail;
 		}
 		out->tag = kiln_xstrdup(colon + 1);
@@ -132,7 +135,7 @@ int kiln_ref_parse(const char *in, struct kiln_ref *out, struct kiln_err *err)
 			out->domain = kiln_xstrndup(s, fl);
 			rest = first_slash + 1;
 			if (!valid_domain(out->domain)) {
-				kiln_err_set(err, EINVAL, "invalid reference format: bad registry \"%s\"", out->domain);
+				kiln_err_set(err, 0, "invalid reference format: bad registry \"%s\"", out->domain);
 				goto fail;
 			}
 		}
@@ -143,12 +146,12 @@ int kiln_ref_parse(const char *in, struct kiln_ref *out, struct kiln_err *err)
 		out->domain = kiln_xstrdup(DEFAULT_DOMAIN);
 	}
 	if (!*rest) {
-		kiln_err_set(err, EINVAL, "invalid reference format: \"%s\" has no repository", in);
+		kiln_err_set(err, 0, "invalid reference format: \"%s\" has no repository", in);
 		goto fail;
 	}
 	for (const char *p = rest; *p; p++)
 		if (isupper((unsigned char)*p)) {
-			kiln_err_set(err, EINVAL, "invalid reference format: repository name (%s) must be lowercase",
+			kiln_err_set(err, 0, "invalid reference format: repository name (%s) must be lowercase",
 				     rest);
 			goto fail;
 		}
@@ -156,7 +159,7 @@ int kiln_ref_parse(const char *in, struct kiln_ref *out, struct kiln_err *err)
 		const char *e = strchr(c, '/');
 		size_t n = e ? (size_t)(e - c) : strlen(c);
 		if (!valid_component(c, n)) {
-			kiln_err_set(err, EINVAL, "invalid reference format: \"%s\"", in);
+			kiln_err_set(err, 0, "invalid reference format: \"%s\"", in);
 			goto fail;
 		}
 		if (!e)
@@ -168,7 +171,7 @@ int kiln_ref_parse(const char *in, struct kiln_ref *out, struct kiln_err *err)
 	else
 		out->path = kiln_xstrdup(rest);
 	if (strlen(out->domain) + strlen(out->path) + 1 > 255) {
-		kiln_err_set(err, EINVAL, "invalid reference format: repository name must not be more than 255 characters");
+		kiln_err_set(err, 0, "invalid reference format: repository name must not be more than 255 characters");
 		goto fail;
 	}
 	if (!out->tag && !out->digest)
@@ -303,16 +306,16 @@ int kiln_desc_from_json(const json_t *j, struct kiln_desc *out, struct kiln_err 
 {
 	memset(out, 0, sizeof(*out));
 	if (!json_is_object(j))
-		return kiln_err_set(err, EINVAL, "descriptor is not an object");
+		return kiln_err_set(err, 0, "descriptor is not an object");
 	const char *mt = json_string_value(json_object_get(j, "mediaType"));
 	const char *dg = json_string_value(json_object_get(j, "digest"));
 	json_t *sz = json_object_get(j, "size");
 	if (!mt || !*mt || strlen(mt) >= sizeof(out->media_type))
-		return kiln_err_set(err, EINVAL, "descriptor has no valid mediaType");
+		return kiln_err_set(err, 0, "descriptor has no valid mediaType");
 	if (!kiln_digest_valid(dg))
-		return kiln_err_set(err, EINVAL, "descriptor has an invalid digest \"%s\"", dg ? dg : "");
+		return kiln_err_set(err, 0, "descriptor has an invalid digest \"%s\"", dg ? dg : "");
 	if (!json_is_integer(sz) || json_integer_value(sz) < 0)
-		return kiln_err_set(err, EINVAL, "descriptor %s has an invalid size", dg);
+		return kiln_err_set(err, 0, "descriptor %s has an invalid size", dg);
 	snprintf(out->media_type, sizeof(out->media_type), "%s", mt);
 	snprintf(out->digest, sizeof(out->digest), "%s", dg);
 	out->size = json_integer_value(sz);
@@ -360,10 +363,10 @@ static int load_object(const char *data, size_t len, const char *what, json_t **
 	json_error_t je;
 	json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
 	if (!j)
-		return kiln_err_set(err, EINVAL, "%s is not valid JSON: %s (line %d)", what, je.text, je.line);
+		return kiln_err_set(err, 0, "%s is not valid JSON: %s (line %d)", what, je.text, je.line);
 	if (!json_is_object(j)) {
 		json_decref(j);
-		return kiln_err_set(err, EINVAL, "%s is not a JSON object", what);
+		return kiln_err_set(err, 0, "%s is not a JSON object", what);
 	}
 	*out = j;
 	return 0;
@@ -380,28 +383,28 @@ int kiln_manifest_parse(const char *data, size_t len, const char *media_type, js
 	const char *mt = json_string_value(json_object_get(j, "mediaType"));
 	struct kiln_desc d;
 	if (!json_is_integer(sv) || json_integer_value(sv) != 2) {
-		kiln_err_set(err, EINVAL, "manifest schemaVersion is not 2");
+		kiln_err_set(err, 0, "manifest schemaVersion is not 2");
 		goto bad;
 	}
 	if (json_object_get(j, "mediaType") && !mt) {
-		kiln_err_set(err, EINVAL, "manifest mediaType is not a string");
+		kiln_err_set(err, 0, "manifest mediaType is not a string");
 		goto bad;
 	}
 	if (mt && !is_manifest_mt(mt)) {
-		kiln_err_set(err, EINVAL, "unsupported manifest mediaType \"%s\"", mt);
+		kiln_err_set(err, 0, "unsupported manifest mediaType \"%s\"", mt);
 		goto bad;
 	}
 	if (media_type && !is_manifest_mt(media_type)) {
-		kiln_err_set(err, EINVAL, "unsupported manifest mediaType \"%s\"", media_type);
+		kiln_err_set(err, 0, "unsupported manifest mediaType \"%s\"", media_type);
 		goto bad;
 	}
 	if (mt && media_type && strcmp(mt, media_type)) {
-		kiln_err_set(err, EINVAL, "manifest mediaType \"%s\" differs from its descriptor's \"%s\"", mt,
+		kiln_err_set(err, 0, "manifest mediaType \"%s\" differs from its descriptor's \"%s\"", mt,
 			     media_type);
 		goto bad;
 	}
 	if (json_object_get(j, "manifests")) {
-		kiln_err_set(err, EINVAL, "manifest has a \"manifests\" member (ambiguous with an index)");
+		kiln_err_set(err, 0, "manifest has a \"manifests\" member (ambiguous with an index)");
 		goto bad;
 	}
 	if (kiln_desc_from_json(json_object_get(j, "config"), &d, err) < 0) {
@@ -410,7 +413,7 @@ int kiln_manifest_parse(const char *data, size_t len, const char *media_type, js
 	}
 	json_t *layers = json_object_get(j, "layers");
 	if (!json_is_array(layers)) {
-		kiln_err_set(err, EINVAL, "manifest has no layers array");
+		kiln_err_set(err, 0, "manifest has no layers array");
 		goto bad;
 	}
 	size_t i;
@@ -421,7 +424,7 @@ int kiln_manifest_parse(const char *data, size_t len, const char *media_type, js
 			goto bad;
 		}
 		if (!is_layer_mt(d.media_type)) {
-			kiln_err_set(err, EINVAL, "manifest layer %zu: unsupported mediaType \"%s\"", i, d.media_type);
+			kiln_err_set(err, 0, "manifest layer %zu: unsupported mediaType \"%s\"", i, d.media_type);
 			goto bad;
 		}
 	}
@@ -441,20 +444,20 @@ int kiln_index_parse(const char *data, size_t len, json_t **out, struct kiln_err
 	json_t *sv = json_object_get(j, "schemaVersion");
 	const char *mt = json_string_value(json_object_get(j, "mediaType"));
 	if (!json_is_integer(sv) || json_integer_value(sv) != 2) {
-		kiln_err_set(err, EINVAL, "image index schemaVersion is not 2");
+		kiln_err_set(err, 0, "image index schemaVersion is not 2");
 		goto bad;
 	}
 	if (mt && !is_index_mt(mt)) {
-		kiln_err_set(err, EINVAL, "unsupported image index mediaType \"%s\"", mt);
+		kiln_err_set(err, 0, "unsupported image index mediaType \"%s\"", mt);
 		goto bad;
 	}
 	if (json_object_get(j, "layers") || json_object_get(j, "config")) {
-		kiln_err_set(err, EINVAL, "image index has layers or config (ambiguous with a manifest)");
+		kiln_err_set(err, 0, "image index has layers or config (ambiguous with a manifest)");
 		goto bad;
 	}
 	json_t *m = json_object_get(j, "manifests");
 	if (!json_is_array(m)) {
-		kiln_err_set(err, EINVAL, "image index has no manifests array");
+		kiln_err_set(err, 0, "image index has no manifests array");
 		goto bad;
 	}
 	size_t i;
@@ -570,7 +573,7 @@ int kiln_image_load_desc(struct kiln_store *s, const struct kiln_desc *manifest,
 			break;
 		struct kiln_desc sub;
 		int rc = depth < 2 ? select_platform(s, data, len, &sub, err) :
-				     kiln_err_set(err, EINVAL, "nested image indexes");
+				     kiln_err_set(err, 0, "nested image indexes");
 		free(data);
 		data = NULL;
 		if (rc < 0)
@@ -587,7 +590,7 @@ int kiln_image_load_desc(struct kiln_store *s, const struct kiln_desc *manifest,
 	kiln_desc_from_json(json_object_get(mj, "config"), &cd, err);
 	if (!is_config_mt(cd.media_type)) {
 		json_decref(mj);
-		return kiln_err_set(err, EINVAL, "manifest %s: unsupported config mediaType \"%s\"", md.digest,
+		return kiln_err_set(err, 0, "manifest %s: unsupported config mediaType \"%s\"", md.digest,
 				    cd.media_type);
 	}
 	char *cdata;
@@ -608,7 +611,7 @@ int kiln_image_load_desc(struct kiln_store *s, const struct kiln_desc *manifest,
 	if (!json_is_array(diff_ids) || json_array_size(diff_ids) != json_array_size(layers)) {
 		json_decref(mj);
 		json_decref(cfg);
-		return kiln_err_set(err, EINVAL, "image config %s: rootfs.diff_ids does not match the manifest's %zu layers",
+		return kiln_err_set(err, 0, "image config %s: rootfs.diff_ids does not match the manifest's %zu layers",
 				    cd.digest, json_array_size(layers));
 	}
 	struct kiln_image *img = kiln_xcalloc(1, sizeof(*img));
@@ -624,7 +627,7 @@ int kiln_image_load_desc(struct kiln_store *s, const struct kiln_desc *manifest,
 		const char *did = json_string_value(json_array_get(diff_ids, i));
 		if (!kiln_digest_valid(did)) {
 			kiln_image_free(img);
-			return kiln_err_set(err, EINVAL, "image config %s: diff_id %zu is invalid", cd.digest, i);
+			return kiln_err_set(err, 0, "image config %s: diff_id %zu is invalid", cd.digest, i);
 		}
 		struct kiln_image_layer *l = &img->layers[i];
 		memcpy(l->digest, ld.digest, sizeof(l->digest));
@@ -676,7 +679,7 @@ int kiln_image_resolve(struct kiln_store *s, const char *name, struct kiln_desc 
 		       char id[KILN_DIGEST_MAX], struct kiln_err *err)
 {
 	if (!name || !*name)
-		return kiln_err_set(err, EINVAL, "no image name given");
+		return kiln_err_set(err, 0, "no image name given");
 	struct kiln_tag *tags = NULL;
 	size_t n = 0;
 	const char *hex = kiln_str_has_prefix(name, "sha256:") ? name + 7 : name;
@@ -735,7 +738,7 @@ int kiln_image_resolve(struct kiln_store *s, const char *name, struct kiln_desc 
 				continue;
 			if (found >= 0 && strcmp(found_id, cid)) {
 				kiln_store_tags_free(tags, n);
-				return kiln_err_set(err, EINVAL, "image id prefix %s is ambiguous", name);
+				return kiln_err_set(err, 0, "image id prefix %s is ambiguous", name);
 			}
 			if (found < 0) {
 				found = (int)i;
@@ -949,7 +952,7 @@ int kiln_image_add_layer(struct kiln_image *img, const struct kiln_layer_info *l
 			 struct kiln_err *err)
 {
 	if (!kiln_digest_valid(layer->digest) || !kiln_digest_valid(layer->diff_id))
-		return kiln_err_set(err, EINVAL, "layer has an invalid digest or diff_id");
+		return kiln_err_set(err, 0, "layer has an invalid digest or diff_id");
 	if (!img->config)
 		img->config = json_object();
 	append_layer(img, layer->digest, layer->diff_id, layer->size,
@@ -1020,7 +1023,9 @@ int kiln_image_commit(struct kiln_store *s, struct kiln_image *img, const char *
 	json_t *layers = json_array();
 	for (size_t i = 0; i < img->n_layers; i++) {
 		struct kiln_image_layer *l = &img->layers[i];
-		snprintf(l->media_type, sizeof(l->media_type), "%s", oci_layer_mt(l->media_type));
+		char mt[sizeof(l->media_type)];
+		snprintf(mt, sizeof(mt), "%s", oci_layer_mt(l->media_type));
+		memcpy(l->media_type, mt, sizeof(mt));
 		json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType", l->media_type, "digest",
 							l->digest, "size", (json_int_t)l->size));
 	}
@@ -1050,4 +1055,179 @@ int kiln_image_commit(struct kiln_store *s, struct kiln_image *img, const char *
 	if (out_id)
 		memcpy(out_id, cdg, KILN_DIGEST_MAX);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- display helpers */
+
+void kiln_human_size(int64_t bytes, char buf[32])
+{
+	static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+	double v = (double)bytes;
+	size_t u = 0;
+	while (v >= 1000.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1000.0;
+		u++;
+	}
+	/* %.3g like Go's 'g' with precision 3 */
+	snprintf(buf, 32, "%.3g%s", v, units[u]);
+}
+
+static int64_t parse_rfc3339(const char *s)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof(tm));
+	const char *p = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+	if (!p)
+		return -1;
+	int64_t t = (int64_t)timegm(&tm);
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	if (*p == '+' || *p == '-') {
+		int hh = 0, mm = 0;
+		if (sscanf(p + 1, "%d:%d", &hh, &mm) >= 1)
+			t -= (*p == '+' ? 1 : -1) * (int64_t)(hh * 3600 + mm * 60);
+	}
+	return t;
+}
+
+void kiln_human_since(const char *rfc3339, char buf[64])
+{
+	int64_t t = parse_rfc3339(rfc3339);
+	if (t < 0) {
+		snprintf(buf, 64, "N/A");
+		return;
+	}
+	int64_t d = (int64_t)time(NULL) - t;
+	if (d < 0)
+		d = 0;
+	/* the wording of go-units HumanDuration */
+	if (d < 1)
+		snprintf(buf, 64, "Less than a second ago");
+	else if (d == 1)
+		snprintf(buf, 64, "1 second ago");
+	else if (d < 60)
+		snprintf(buf, 64, "%lld seconds ago", (long long)d);
+	else if (d / 60 == 1)
+		snprintf(buf, 64, "About a minute ago");
+	else if (d / 60 < 60)
+		snprintf(buf, 64, "%lld minutes ago", (long long)(d / 60));
+	else if ((d + 1800) / 3600 == 1)
+		snprintf(buf, 64, "About an hour ago");
+	else if (d / 3600 < 48)
+		snprintf(buf, 64, "%lld hours ago", (long long)((d + 1800) / 3600));
+	else if (d / 3600 < 24 * 7 * 2)
+		snprintf(buf, 64, "%lld days ago", (long long)(d / 86400));
+	else if (d / 3600 < 24 * 30 * 2)
+		snprintf(buf, 64, "%lld weeks ago", (long long)(d / (86400 * 7)));
+	else if (d / 3600 < 24 * 365 * 2)
+		snprintf(buf, 64, "%lld months ago", (long long)(d / (86400 * 30)));
+	else
+		snprintf(buf, 64, "%lld years ago", (long long)(d / (86400 * 365)));
+}
+
+void kiln_short_id(const char *digest, char buf[16])
+{
+	const char *h = digest && !strncmp(digest, "sha256:", 7) ? digest + 7 : (digest ? digest : "");
+	snprintf(buf, 16, "%.12s", h);
+}
+
+/* ---------------------------------------------------------------- listing */
+
+int kiln_image_list(struct kiln_store *s, struct kiln_image_entry **out, size_t *n, struct kiln_err *err)
+{
+	*out = NULL;
+	*n = 0;
+	struct kiln_tag *tags;
+	size_t nt;
+	if (kiln_store_tag_list(s, &tags, &nt, err) < 0)
+		return -1;
+	struct kiln_image_entry *v = kiln_xcalloc(nt + 1, sizeof(*v));
+	size_t k = 0;
+	for (size_t i = 0; i < nt; i++) {
+		struct kiln_image *img = NULL;
+		struct kiln_err e = {0};
+		char id[KILN_DIGEST_MAX] = "";
+		bool broken = kiln_image_load_desc(s, &tags[i].desc, &img, &e) < 0;
+		if (!broken)
+			memcpy(id, img->id, sizeof(id));
+		else
+			snprintf(id, sizeof(id), "%s", tags[i].desc.digest);
+		size_t j;
+		for (j = 0; j < k; j++)
+			if (!strcmp(v[j].id, id))
+				break;
+		if (j == k) {
+			memcpy(v[k].id, id, sizeof(v[k].id));
+			v[k].manifest = tags[i].desc;
+			v[k].broken = broken;
+			if (img) {
+				const char *c = json_string_value(json_object_get(img->config, "created"));
+				v[k].created = c ? kiln_xstrdup(c) : NULL;
+				v[k].size = kiln_image_size(img);
+			}
+			k++;
+		}
+		if (tags[i].ref)
+			kiln_strv_push(&v[j].refs, tags[i].ref);
+		kiln_image_free(img);
+	}
+	kiln_store_tags_free(tags, nt);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+void kiln_image_list_free(struct kiln_image_entry *v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		kiln_strv_free(&v[i].refs);
+		free(v[i].created);
+	}
+	free(v);
+}
+
+void kiln_image_ids_in_use(struct kiln_store *s, struct kiln_strv *ids)
+{
+	int cfd = openat(kiln_store_dirfd(s), "containers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cfd < 0)
+		return;
+	DIR *d = fdopendir(cfd);
+	if (!d) {
+		close(cfd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char *rel = kiln_xasprintf("%s/state.json", de->d_name);
+		int fd = openat(dirfd(d), rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		free(rel);
+		if (fd < 0)
+			continue;
+		char *data;
+		size_t len;
+		struct kiln_err e = {0};
+		int rc = kiln_read_fd(fd, 1 << 20, &data, &len, &e);
+		close(fd);
+		if (rc < 0)
+			continue;
+		json_t *j = json_loadb(data, len, 0, NULL);
+		free(data);
+		static const char *const keys[] = {"image_id", "ImageID", "Image", "image"};
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+			const char *name = json_string_value(json_object_get(j, keys[k]));
+			struct kiln_desc md;
+			char id[KILN_DIGEST_MAX];
+			if (name && *name && kiln_image_resolve(s, name, &md, id, &e) == 0 && id[0]) {
+				kiln_strv_push(ids, id);
+				break;
+			}
+		}
+		json_decref(j);
+	}
+	closedir(d);
 }

@@ -172,6 +172,34 @@ int kiln_index_parse(const char *data, size_t len, json_t **out, struct kiln_err
 /* A descriptor object → struct (validates digest, size >= 0, mediaType string). */
 int kiln_desc_from_json(const json_t *j, struct kiln_desc *out, struct kiln_err *err);
 json_t *kiln_desc_to_json(const struct kiln_desc *d);
+/* ---- the images in a store (grouped by image id, index order) ---- */
+
+struct kiln_image_entry {
+	char id[KILN_DIGEST_MAX];
+	struct kiln_desc manifest;
+	struct kiln_strv refs;       /* full references naming it (may be empty: dangling) */
+	char *created;               /* config "created" or NULL */
+	int64_t size;                /* layer blobs */
+	bool broken;                 /* manifest/config unreadable (fsck says why) */
+};
+
+int kiln_image_list(struct kiln_store *s, struct kiln_image_entry **out, size_t *n, struct kiln_err *err);
+void kiln_image_list_free(struct kiln_image_entry *v, size_t n);
+
+/* Image ids named by the containers' ROOT/containers/<id>/state.json
+ * ("image" member, resolved like kiln_image_resolve); unresolvable names are
+ * skipped.  Used by rmi and image prune to keep images in use. */
+void kiln_image_ids_in_use(struct kiln_store *s, struct kiln_strv *ids);
+
+/* ---- display helpers for the image commands ---- */
+
+/* Docker's sizes: "4.26MB", "512B", "1.02kB" (decimal units, 3 digits). */
+void kiln_human_size(int64_t bytes, char buf[32]);
+/* Docker's "CREATED" column: "5 weeks ago", "About an hour ago", "N/A". */
+void kiln_human_since(const char *rfc3339, char buf[64]);
+/* "sha256:<hex>" → the 12-hex short id. */
+void kiln_short_id(const char *digest, char buf[16]);
+
 /* Host platform as OCI names: "amd64"/"arm64"/..., "linux". */
 const char *kiln_host_arch(void);
 

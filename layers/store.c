@@ -189,7 +189,7 @@ int kiln_store_open(const char *root, unsigned flags, struct kiln_store **out, s
 	*out = NULL;
 	bool rdwr = flags & KILN_STORE_RDWR;
 	if (!root || !*root)
-		return kiln_err_set(err, EINVAL, "no store root given");
+		return kiln_err_set(err, 0, "no store root given");
 	if (rdwr && kiln_mkdir_p(root, 0700, err) < 0)
 		return kiln_err_wrap(err, "create store root %s", root);
 	struct kiln_store *s = kiln_xcalloc(1, sizeof(*s));
@@ -413,7 +413,7 @@ int kiln_store_blob_commit(struct kiln_blob_writer *w, const char *expected_dige
 	char dg[KILN_DIGEST_MAX];
 	int64_t sz = w->size;
 	if (expected_digest && !kiln_digest_valid(expected_digest)) {
-		kiln_err_set(err, EINVAL, "invalid digest \"%s\"", expected_digest);
+		kiln_err_set(err, 0, "invalid digest \"%s\"", expected_digest);
 		goto fail;
 	}
 	if (fsync(w->fd) < 0) {
@@ -519,7 +519,7 @@ int kiln_store_blob_open(struct kiln_store *s, const char *digest, int *fd, stru
 {
 	*fd = -1;
 	if (!kiln_digest_valid(digest))
-		return kiln_err_set(err, EINVAL, "invalid digest \"%s\"", digest ? digest : "");
+		return kiln_err_set(err, 0, "invalid digest \"%s\"", digest ? digest : "");
 	int f = openat(s->blobs_fd, hex_part(digest), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (f < 0) {
 		int e = errno;
@@ -565,7 +565,7 @@ bool kiln_store_blob_exists(struct kiln_store *s, const char *digest)
 int kiln_store_blob_size(struct kiln_store *s, const char *digest, int64_t *size, struct kiln_err *err)
 {
 	if (!kiln_digest_valid(digest))
-		return kiln_err_set(err, EINVAL, "invalid digest \"%s\"", digest ? digest : "");
+		return kiln_err_set(err, 0, "invalid digest \"%s\"", digest ? digest : "");
 	struct stat st;
 	if (fstatat(s->blobs_fd, hex_part(digest), &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return kiln_err_set(err, errno, "blob %s", digest);
@@ -593,7 +593,7 @@ int kiln_store_blob_remove(struct kiln_store *s, const char *digest, struct kiln
 	if (need_rdwr(s, err) < 0)
 		return -1;
 	if (!kiln_digest_valid(digest))
-		return kiln_err_set(err, EINVAL, "invalid digest \"%s\"", digest ? digest : "");
+		return kiln_err_set(err, 0, "invalid digest \"%s\"", digest ? digest : "");
 	if (unlinkat(s->blobs_fd, hex_part(digest), 0) < 0 && errno != ENOENT)
 		return kiln_err_set(err, errno, "remove blob %s", digest);
 	return 0;
@@ -685,7 +685,7 @@ int kiln_store_tag_set(struct kiln_store *s, const char *ref, const struct kiln_
 		return -1;
 	if (!kiln_digest_valid(manifest->digest)) {
 		free(name);
-		return kiln_err_set(err, EINVAL, "invalid manifest digest \"%s\"", manifest->digest);
+		return kiln_err_set(err, 0, "invalid manifest digest \"%s\"", manifest->digest);
 	}
 	if (!kiln_store_blob_exists(s, manifest->digest)) {
 		free(name);
@@ -995,9 +995,9 @@ static void mark(struct kiln_store *s, struct digest_set *set, const char *diges
 	json_decref(j);
 }
 
-static int lock_exclusive(struct kiln_store *s, struct kiln_err *err)
+static int lock_exclusive(struct kiln_store *s, uint64_t wait_ns, struct kiln_err *err)
 {
-	uint64_t deadline = kiln_now_ns() + 10ull * 1000000000ull;
+	uint64_t deadline = kiln_now_ns() + wait_ns;
 	for (;;) {
 		if (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0)
 			return 0;
@@ -1020,6 +1020,9 @@ static void lock_shared_again(struct kiln_store *s)
 		;
 }
 
+static int gc_locked(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
+		     struct kiln_gc_stats *stats, struct kiln_err *err);
+
 int kiln_store_gc(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
 		  struct kiln_gc_stats *stats, struct kiln_err *err)
 {
@@ -1027,8 +1030,29 @@ int kiln_store_gc(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
 		memset(stats, 0, sizeof(*stats));
 	if (need_rdwr(s, err) < 0)
 		return -1;
-	if (lock_exclusive(s, err) < 0)
+	if (lock_exclusive(s, 10ull * 1000000000ull, err) < 0)
 		return -1;
+	return gc_locked(s, roots_fn, ctx, stats, err);
+}
+
+int kiln_store_gc_try(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
+		      struct kiln_gc_stats *stats, struct kiln_err *err)
+{
+	if (stats)
+		memset(stats, 0, sizeof(*stats));
+	if (need_rdwr(s, err) < 0)
+		return -1;
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return 1;
+		return kiln_err_set(err, errno, "lock %s/lock", s->root);
+	}
+	return gc_locked(s, roots_fn, ctx, stats, err);
+}
+
+static int gc_locked(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
+		     struct kiln_gc_stats *stats, struct kiln_err *err)
+{
 	int rc = -1;
 	struct digest_set set = {0};
 	struct kiln_strv roots = {0};

@@ -165,6 +165,11 @@ struct kiln_gc_stats {
 int kiln_store_gc(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
 		  struct kiln_gc_stats *stats, struct kiln_err *err);
 
+/* Like kiln_store_gc, but without waiting: returns 1 (and does nothing)
+ * when another kiln has the store open, 0 when it collected. */
+int kiln_store_gc_try(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
+		      struct kiln_gc_stats *stats, struct kiln_err *err);
+
 struct kiln_fsck_report {
 	struct kiln_strv problems;   /* one human-readable line each */
 	size_t blobs_checked;

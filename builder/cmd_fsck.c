@@ -1,0 +1,40 @@
+/* kiln fsck — verify every blob's digest and every reference of the store. */
+#include <stdio.h>
+#include <string.h>
+
+#include "builder/cli.h"
+#include "layers/store.h"
+
+int kiln_cmd_fsck(int argc, char **argv)
+{
+	if (kiln_cli_wants_help(argc, argv)) {
+		printf("Usage: kiln fsck\n\n"
+		       "Verify the store: re-digest every blob and check that every image's\n"
+		       "manifest, config and layers are present and consistent.  Exit 1 on any problem.\n");
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "kiln: \"fsck\" accepts no arguments\n");
+		return KILN_EXIT_USAGE;
+	}
+	struct kiln_err err = {0};
+	struct kiln_store *s = NULL;
+	if (kiln_store_open(kiln_global.root, KILN_STORE_RDWR, &s, &err) < 0) {
+		kiln_err_print(&err);
+		return KILN_EXIT_FAIL;
+	}
+	struct kiln_fsck_report r;
+	int rc = KILN_EXIT_FAIL;
+	if (kiln_store_fsck(s, &r, &err) < 0) {
+		kiln_err_print(&err);
+	} else {
+		for (size_t i = 0; i < r.problems.n; i++)
+			printf("problem: %s\n", r.problems.v[i]);
+		printf("checked %zu blobs and %zu images: %zu problem%s\n", r.blobs_checked, r.images_checked,
+		       r.problems.n, r.problems.n == 1 ? "" : "s");
+		rc = r.problems.n ? KILN_EXIT_FAIL : 0;
+	}
+	kiln_fsck_report_free(&r);
+	kiln_store_close(s);
+	return rc;
+}
