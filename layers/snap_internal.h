@@ -1,0 +1,125 @@
+/* kiln — snapshot drivers: what snapshot.c shares with snap_btrfs.c,
+ * snap_overlay.c, snap_vfs.c and snap_diff.c.  Not a public interface. */
+#ifndef KILN_LAYERS_SNAP_INTERNAL_H
+#define KILN_LAYERS_SNAP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "common/err.h"
+#include "common/util.h"
+#include "layers/layer.h"
+#include "layers/snapshot.h"
+
+enum snap_driver { SNAP_BTRFS, SNAP_OVERLAY, SNAP_VFS };
+
+struct kiln_snapshotter {
+	enum snap_driver drv;
+	char *dir;           /* absolute: <snapshots_dir>/<driver> */
+	int dirfd;           /* O_PATH|O_DIRECTORY of dir */
+	unsigned counter;    /* for unique temporary names */
+};
+
+struct kiln_snap {
+	struct kiln_snapshotter *sn;
+	char *key;           /* active/<key> */
+	char *parent;        /* parent chain id or NULL */
+	char *dir;           /* absolute active/<key> */
+	char *fs;            /* absolute active/<key>/fs (btrfs/vfs tree, overlay upper) */
+	char *merged;        /* overlay with a parent: absolute active/<key>/merged */
+	char *view_path;     /* views: the committed fs path (btrfs, vfs, depth-1 overlay) */
+	bool view;
+	bool mounted;        /* this handle mounted `merged` */
+	bool committed;
+};
+
+/* ---- snapshot.c helpers ---- */
+/* "sha256:<64 lowercase hex>" → pointer to the hex, or NULL. */
+const char *snap_chain_hex(const char *chain_id);
+/* Absolute path of snaps/<hex>[/sub] (sub may be NULL); caller frees. */
+char *snap_committed_path(struct kiln_snapshotter *sn, const char *chain_id, const char *sub);
+/* Read a small text file (trailing newline stripped); NULL with ENOENT if missing. */
+char *snap_read_text(int dirfd, const char *path, struct kiln_err *err);
+int snap_write_text(int dirfd, const char *path, const char *text, struct kiln_err *err);
+
+/* ---- snap_btrfs.c ---- */
+bool snap_btrfs_is_btrfs(const char *path);
+/* parent_fs NULL: a new empty subvolume. */
+int snap_btrfs_create(const char *parent_fs, const char *dst, struct kiln_err *err);
+int snap_btrfs_set_readonly(const char *path, bool ro, struct kiln_err *err);
+/* Delete the subvolume at path (and nested ones); not a subvolume: rm -rf. */
+int snap_btrfs_delete(const char *path, struct kiln_err *err);
+/* The set of inodes of `child` (a snapshot) changed since it was created,
+ * as paths: every ancestor directory path ("" for the root) of a changed
+ * inode's path goes into *dirty; the changed inode numbers into *changed.
+ * -1 when the information is not available (caller compares everything). */
+struct snap_u64set;
+struct snap_strset;
+int snap_btrfs_changes(const char *child, struct snap_u64set *changed,
+		       struct snap_strset *dirty, struct kiln_err *err);
+
+/* ---- snap_vfs.c ---- */
+/* Copy the tree src to dst (dst must not exist): dirs, files (FICLONE, else
+ * copy_file_range, else read/write), symlinks, devices, fifos, sockets, hard
+ * links, owners, modes, mtimes (ns), xattrs. */
+int snap_vfs_copy(const char *src, const char *dst, struct kiln_err *err);
+
+/* ---- snap_overlay.c ---- */
+bool snap_overlay_probe(struct kiln_snapshotter *sn);
+/* Lower dirs (absolute paths through l/ links, topmost first) of the chain
+ * ending in chain_id. */
+int snap_overlay_lowers(struct kiln_snapshotter *sn, const char *chain_id,
+			struct kiln_strv *out, struct kiln_err *err);
+/* At commit: make the l/ link and the `lower` file in the active dir. */
+int snap_overlay_prepare_commit(struct kiln_snap *snap, const char *chain_id, struct kiln_err *err);
+int snap_overlay_mount(struct kiln_snap *snap, struct kiln_err *err);
+/* Unmount whatever is mounted at path (MNT_DETACH); 0 if nothing was. */
+int snap_umount_if_mounted(const char *path, struct kiln_err *err);
+bool snap_is_mountpoint(const char *path);
+int snap_overlay_diff(struct kiln_snap *snap, struct kiln_changes *out, struct kiln_err *err);
+/* Remove the l/ link of a committed snapshot directory being removed. */
+void snap_overlay_forget_link(struct kiln_snapshotter *sn, const char *hex);
+
+/* ---- snap_diff.c ---- */
+struct snap_u64set {
+	uint64_t *v;
+	size_t n, cap;       /* open addressing; 0 is the empty slot (ino 0 is never used) */
+};
+void snap_u64set_add(struct snap_u64set *s, uint64_t x);
+bool snap_u64set_has(const struct snap_u64set *s, uint64_t x);
+void snap_u64set_free(struct snap_u64set *s);
+
+struct snap_strset {
+	char **v;
+	size_t n, cap;
+};
+void snap_strset_add(struct snap_strset *s, const char *str);
+bool snap_strset_has(const struct snap_strset *s, const char *str);
+void snap_strset_free(struct snap_strset *s);
+
+/* Compare the trees child and parent (directory paths).  prune: btrfs sets
+ * (changed inodes, dirty paths) allow skipping entries with the same inode
+ * number in both trees that are neither changed nor dirty; NULL compares
+ * everything. */
+int snap_diff_trees(const char *child, const char *parent, const struct snap_u64set *changed,
+		    const struct snap_strset *dirty, struct kiln_changes *out,
+		    struct kiln_err *err);
+/* Every path under dir as ADD. */
+int snap_diff_all_added(const char *dir, struct kiln_changes *out, struct kiln_err *err);
+
+/* Shared by the overlay diff. */
+struct snap_diff_ctx;
+/* Metadata equality by the canonical rules (trusted.overlay.* ignored). */
+int snap_meta_same(int dfa, const char *na, const struct stat *sa,
+		   int dfb, const char *nb, const struct stat *sb, bool *same,
+		   struct kiln_err *err);
+/* List the names of the directory fd (without . and ..), sorted. */
+int snap_list_dir(int dirfd, struct kiln_strv *out, struct kiln_err *err);
+/* Add rel (when not "") and everything beneath dirfd/name as ADD.  skip_whiteouts:
+ * ignore overlay whiteouts (char 0/0). */
+int snap_add_subtree(int parentfd, const char *name, const char *rel, bool skip_whiteouts,
+		     struct kiln_changes *out, struct kiln_err *err);
+char *snap_join(const char *rel, const char *name);
+
+#endif
