@@ -969,6 +969,14 @@ int kiln_copy_run(const struct kiln_copy_src *src, char *const *matches, size_t 
 	return rc;
 }
 
+int kiln_copy_mkdir(int rootfd, const char *path, uid_t uid, gid_t gid, struct kiln_err *err)
+{
+	struct kiln_copy_src src = {.rootfd = -1};
+	struct kiln_copy_opts opts = {.chown = true, .uid = uid, .gid = gid};
+	struct copier c = {.src = &src, .opts = &opts};
+	return mkdir_in_root(rootfd, path, &c, err);
+}
+
 /* ---- ADD <url> -------------------------------------------------------- */
 
 struct dl_state {

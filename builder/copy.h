@@ -83,6 +83,11 @@ int kiln_copy_digest(const struct kiln_copy_src *src, char *const *matches, size
 int kiln_copy_run(const struct kiln_copy_src *src, char *const *matches, size_t n,
 		  int dest_rootfd, const struct kiln_copy_opts *opts, struct kiln_err *err);
 
+/* mkdir -p of path (absolute inside the tree) beneath rootfd; created
+ * directories are 0755 and owned by uid:gid.  Returns an O_DIRECTORY fd of
+ * the directory, or -1. */
+int kiln_copy_mkdir(int rootfd, const char *path, uid_t uid, gid_t gid, struct kiln_err *err);
+
 /* ADD <url>: download url (http/https) into an unnamed temporary file in
  * tmpdir_fd; verify checksum ("sha256:<hex>", may be NULL); return the open
  * fd, its digest, and the Last-Modified time (0 when absent). */

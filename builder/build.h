@@ -1,0 +1,53 @@
+/* kiln — the builder: run a Dockerfile into an image in the store.
+ *
+ * kiln_build() opens the context, parses the Dockerfile, builds the stages
+ * the target needs (in dependency order), runs every step with the cache
+ * (builder/cache.h), commits the final image with its tags and prints
+ * BuildKit-like progress.  A failed or interrupted build tags nothing and
+ * leaves no writable snapshot behind.
+ *
+ * RUN steps run in runtime/sandbox.h with origin BUILD; their network is the
+ * host's unless --network none is given (documented default, as `docker build`
+ * with the classic builder).
+ */
+#ifndef KILN_BUILDER_BUILD_H
+#define KILN_BUILDER_BUILD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "builder/progress.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "layers/layer.h"
+
+struct kiln_build_opts {
+	const char *root;              /* store root */
+	const char *storage_driver;    /* NULL = auto */
+	const char *context;           /* directory or "-" */
+	const char *dockerfile;        /* -f: path, "-" or NULL */
+	struct kiln_strv tags;         /* -t (as given) */
+	struct kiln_strv build_args;   /* --build-arg "K=V" or "K" (value from the environment) */
+	struct kiln_strv labels;       /* --label "K=V" */
+	struct kiln_strv outputs;      /* --output specs */
+	struct kiln_strv secrets;      /* --secret "id=ID,src=FILE" */
+	const char *target;            /* --target stage name, or NULL = last stage */
+	const char *network;           /* --network: "host" (default), "none", "default" */
+	const char *platform;          /* --platform: only linux/amd64 (the host) */
+	const char *iidfile;           /* --iidfile */
+	int64_t memory;                /* --memory bytes, 0 = unlimited */
+	bool no_cache;
+	bool pull;
+	bool quiet;                    /* -q: print only the image id (stdout) */
+	enum kiln_progress_mode progress;
+	enum kiln_compression compression;
+};
+
+/* Build.  On success id_out (may be NULL) holds the image id
+ * ("sha256:<hex>").  Errors name the Dockerfile file:line, the instruction and
+ * the exit code of a failed RUN; err->exit_code is set for usage errors (2). */
+int kiln_build(const struct kiln_build_opts *opts, char id_out[KILN_DIGEST_MAX], struct kiln_err *err);
+
+void kiln_build_opts_free(struct kiln_build_opts *opts);
+
+#endif

@@ -1,0 +1,165 @@
+/* kiln build — docker build's command line. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "builder/build.h"
+#include "builder/cli.h"
+#include "layers/image.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: kiln build [OPTIONS] PATH | -\n\n"
+		"Build an image from a Dockerfile.\n\n"
+		"Options:\n"
+		"  -t, --tag NAME[:TAG]       name the image (repeatable)\n"
+		"  -f, --file FILE            the Dockerfile (default PATH/Dockerfile; - for stdin)\n"
+		"      --build-arg K[=V]      set a build-time variable (repeatable)\n"
+		"      --target STAGE         build up to this stage\n"
+		"      --no-cache             do not use the build cache\n"
+		"      --pull                 always pull the base images\n"
+		"      --network MODE         network of RUN steps: host (default) or none\n"
+		"  -m, --memory BYTES         memory limit of RUN steps\n"
+		"      --label K=V            add a label to the image (repeatable)\n"
+		"      --platform P           linux/amd64 only\n"
+		"  -q, --quiet                print only the image id\n"
+		"      --iidfile FILE         write the image id to FILE\n"
+		"      --progress MODE        auto, plain, tty or quiet\n"
+		"  -o, --output SPEC          also export: type=local,dest=DIR\n"
+		"      --secret id=ID,src=F   a secret for RUN --mount=type=secret\n"
+		"      --compression ALG      layer compression: gzip (default), zstd, none\n");
+}
+
+/* "--name=value" / "--name value" / "-x value" / "-xvalue" */
+static const char *optval(int argc, char **argv, int *i, const char *s, const char *l, bool *bad)
+{
+	const char *a = argv[*i];
+	size_t ll = l ? strlen(l) : 0;
+	if (l && !strncmp(a, l, ll) && a[ll] == '=')
+		return a + ll + 1;
+	if ((l && !strcmp(a, l)) || (s && !strcmp(a, s))) {
+		if (*i + 1 >= argc) {
+			fprintf(stderr, "kiln: option %s needs a value\n", a);
+			*bad = true;
+			return NULL;
+		}
+		return argv[++*i];
+	}
+	if (s && !strncmp(a, s, 2) && a[2] && s[1] != '-')
+		return a + 2;
+	return NULL;
+}
+
+int kiln_cmd_build(int argc, char **argv)
+{
+	struct kiln_build_opts o = {0};
+	o.root = kiln_global.root;
+	o.storage_driver = kiln_global.storage_driver;
+	o.network = "host";
+	const char *path = NULL;
+	int rc = KILN_EXIT_OK;
+	bool bad = false;
+	struct kiln_err err = {0};
+	for (int i = 1; i < argc && !bad; i++) {
+		const char *a = argv[i];
+		const char *v;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			kiln_build_opts_free(&o);
+			return 0;
+		}
+		if (a[0] != '-' || !strcmp(a, "-")) {
+			if (path) {
+				fprintf(stderr, "kiln: build takes exactly one PATH argument\n");
+				bad = true;
+				break;
+			}
+			path = a;
+			continue;
+		}
+		if (!strcmp(a, "--no-cache") || !strcmp(a, "--no-cache=true")) {
+			o.no_cache = true;
+		} else if (!strcmp(a, "--pull") || !strcmp(a, "--pull=true")) {
+			o.pull = true;
+		} else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+			o.quiet = true;
+		} else if (!strcmp(a, "--rm") || !strcmp(a, "--force-rm") || !strcmp(a, "--link")) {
+			/* accepted; kiln never leaves intermediate containers */
+		} else if ((v = optval(argc, argv, &i, "-t", "--tag", &bad))) {
+			struct kiln_err e;
+			char *n = kiln_ref_normalize(v, &e);
+			if (!n) {
+				fprintf(stderr, "kiln: invalid tag \"%s\": %s\n", v, e.msg);
+				bad = true;
+			}
+			free(n);
+			kiln_strv_push(&o.tags, v);
+		} else if ((v = optval(argc, argv, &i, "-f", "--file", &bad))) {
+			o.dockerfile = v;
+		} else if ((v = optval(argc, argv, &i, NULL, "--build-arg", &bad))) {
+			kiln_strv_push(&o.build_args, v);
+		} else if ((v = optval(argc, argv, &i, NULL, "--label", &bad))) {
+			kiln_strv_push(&o.labels, v);
+		} else if ((v = optval(argc, argv, &i, NULL, "--target", &bad))) {
+			o.target = v;
+		} else if ((v = optval(argc, argv, &i, NULL, "--network", &bad))) {
+			if (strcmp(v, "host") && strcmp(v, "none") && strcmp(v, "default")) {
+				fprintf(stderr, "kiln: --network %s: only host, none or default are supported\n", v);
+				bad = true;
+			}
+			o.network = v;
+		} else if ((v = optval(argc, argv, &i, "-m", "--memory", &bad))) {
+			if (kiln_parse_size(v, &o.memory, &err) < 0) {
+				fprintf(stderr, "kiln: --memory: %s\n", err.msg);
+				bad = true;
+			}
+		} else if ((v = optval(argc, argv, &i, NULL, "--platform", &bad))) {
+			o.platform = v;
+		} else if ((v = optval(argc, argv, &i, NULL, "--iidfile", &bad))) {
+			o.iidfile = v;
+		} else if ((v = optval(argc, argv, &i, NULL, "--progress", &bad))) {
+			if (kiln_progress_parse(v, &o.progress, &err) < 0) {
+				fprintf(stderr, "kiln: %s\n", err.msg);
+				bad = true;
+			}
+		} else if ((v = optval(argc, argv, &i, "-o", "--output", &bad))) {
+			kiln_strv_push(&o.outputs, v);
+		} else if ((v = optval(argc, argv, &i, NULL, "--secret", &bad))) {
+			kiln_strv_push(&o.secrets, v);
+		} else if ((v = optval(argc, argv, &i, NULL, "--compression", &bad))) {
+			if (kiln_compression_parse(v, &o.compression, &err) < 0) {
+				fprintf(stderr, "kiln: --compression: %s\n", err.msg);
+				bad = true;
+			}
+		} else if (!bad) {
+			fprintf(stderr, "kiln: unknown build option %s (see 'kiln build --help')\n", a);
+			bad = true;
+		}
+	}
+	if (!bad && !path) {
+		fprintf(stderr, "kiln: build requires exactly one PATH argument (a directory or -)\n");
+		bad = true;
+	}
+	if (bad) {
+		kiln_build_opts_free(&o);
+		return KILN_EXIT_USAGE;
+	}
+	if (o.platform && strcmp(o.platform, "linux/amd64") && strcmp(o.platform, "linux/x86_64") &&
+	    strcmp(o.platform, "amd64")) {
+		fprintf(stderr, "kiln: --platform %s is not supported: kiln builds linux/amd64 only\n", o.platform);
+		kiln_build_opts_free(&o);
+		return KILN_EXIT_USAGE;
+	}
+	o.context = path;
+	char id[KILN_DIGEST_MAX];
+	if (kiln_build(&o, id, &err) < 0) {
+		kiln_err_print(&err);
+		rc = err.exit_code ? err.exit_code : KILN_EXIT_FAIL;
+	} else if (o.quiet) {
+		printf("%s\n", id);
+	}
+	kiln_build_opts_free(&o);
+	return rc;
+}
