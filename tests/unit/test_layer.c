@@ -1327,6 +1327,121 @@ static void test_hostile_long_and_deep(void **state)
 	assert_outside_unchanged();
 }
 
+/* ------------------------------------------------------------------ interop with real tools */
+
+static char *run_out(const char *cmd)
+{
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	char buf[4096];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	buf[n] = '\0';
+	int st = pclose(f);
+	assert_int_equal(st, 0);
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	return kiln_xstrdup(buf);
+}
+
+static bool have_tools(void)
+{
+	return system("{ command -v tar && command -v gzip && command -v xz && command -v bzip2 && "
+		      "command -v zstd && command -v sha256sum; } >/dev/null 2>&1") == 0;
+}
+
+static void test_interop_tools(void **state)
+{
+	(void)state;
+	if (!have_tools())
+		skip();
+	char *src = make_src_tree();
+	int rfd = open_dir(src);
+	struct kiln_changes ch = {0};
+	all_changes(&ch);
+	/* our gzip and zstd blobs decompress with the real tools to the diff_id */
+	for (int c = KILN_COMPRESS_GZIP; c <= KILN_COMPRESS_NONE; c++) {
+		struct kiln_layer_info info;
+		int fd = write_layer(rfd, &ch, (enum kiln_compression)c, -1, &info);
+		char *blob = pjoin(g_base, "blob");
+		int out = open(blob, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		assert_true(out >= 0);
+		char buf[65536];
+		ssize_t n;
+		assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+		while ((n = read(fd, buf, sizeof buf)) > 0)
+			assert_int_equal(kiln_write_all(out, buf, (size_t)n), 0);
+		close(out);
+		const char *dec = c == KILN_COMPRESS_GZIP ? "gzip -dc" : c == KILN_COMPRESS_ZSTD ? "zstd -dcq" : "cat";
+		char *cmd = kiln_xasprintf("%s '%s' | sha256sum | cut -d' ' -f1", dec, blob);
+		char *hex = run_out(cmd);
+		assert_string_equal(hex, info.diff_id + 7);
+		free(hex);
+		free(cmd);
+		cmd = kiln_xasprintf("sha256sum '%s' | cut -d' ' -f1", blob);
+		hex = run_out(cmd);
+		assert_string_equal(hex, info.digest + 7);
+		free(hex);
+		free(cmd);
+		/* GNU tar lists it, with the hard link and the long path */
+		cmd = kiln_xasprintf("%s '%s' | tar -tvf - 2>&1", dec, blob);
+		char *list = run_out(cmd);
+		assert_non_null(strstr(list, "bin/link2 link to bin/link1"));
+		assert_non_null(strstr(list, "bin/sym -> tool"));
+		assert_non_null(strstr(list, g_longpath));
+		free(list);
+		free(cmd);
+		free(blob);
+		close(fd);
+	}
+	/* layers made by GNU tar ("./" names, root entry, 10240 padding) in every
+	 * compression apply, and the diff_id covers the whole uncompressed stream */
+	const char *comps[][2] = { { "cat", "" }, { "gzip -c", ".gz" }, { "xz -c", ".xz" },
+				   { "bzip2 -c", ".bz2" }, { "zstd -qc", ".zst" } };
+	char *tarfile = pjoin(g_base, "blob");
+	char *cmd = kiln_xasprintf("tar --xattrs --xattrs-include='*' -C '%s' -cf '%s' .", src, tarfile);
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+	cmd = kiln_xasprintf("sha256sum '%s' | cut -d' ' -f1", tarfile);
+	char *want = run_out(cmd);
+	free(cmd);
+	for (size_t i = 0; i < sizeof comps / sizeof *comps; i++) {
+		char *z = kiln_xasprintf("%s/blob%s.x", g_base, comps[i][1]);
+		cmd = kiln_xasprintf("%s '%s' > '%s'", comps[i][0], tarfile, z);
+		assert_int_equal(system(cmd), 0);
+		free(cmd);
+		char *dst = fresh_dir("dst");
+		int dfd = open_dir(dst);
+		int in = open(z, O_RDONLY | O_CLOEXEC);
+		assert_true(in >= 0);
+		struct kiln_err err = {0};
+		char diff[KILN_DIGEST_MAX];
+		struct kiln_layer_apply_opts o = { .whiteouts = true, .keep_owner = true, .allow_devices = true };
+		if (kiln_layer_apply(dfd, in, &o, diff, &err) < 0)
+			fail_msg("%s: %s", comps[i][0], err.msg);
+		assert_string_equal(diff + 7, want);
+		char *a = pjoin(src, "bin/tool"), *b = pjoin(dst, "bin/tool");
+		assert_same_inode_meta(a, b, true);
+		free(a);
+		free(b);
+		a = pjoin(dst, "bin/xattr");
+		char val[32];
+		assert_int_equal(getxattr(a, "user.kiln", val, sizeof val), 5);
+		free(a);
+		close(in);
+		close(dfd);
+		unlink(z);
+		free(z);
+		free(dst);
+	}
+	unlink(tarfile);
+	free(tarfile);
+	free(want);
+	kiln_changes_free(&ch);
+	close(rfd);
+	free(src);
+	assert_outside_unchanged();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1344,6 +1459,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_dir_then_symlink),
 		cmocka_unit_test(test_hostile_misc),
 		cmocka_unit_test(test_hostile_long_and_deep),
+		cmocka_unit_test(test_interop_tools),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
