@@ -1,0 +1,56 @@
+/* kiln logout [SERVER] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "builder/cli.h"
+#include "common/util.h"
+#include "layers/registry.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: kiln logout [SERVER]\n\n"
+		   "Log out from a registry (the Docker Hub when SERVER is not given)\n");
+}
+
+int kiln_cmd_logout(int argc, char **argv)
+{
+	const char *server = NULL;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		} else if (a[0] == '-' && a[1]) {
+			fprintf(stderr, "kiln: logout: unknown option %s\n", a);
+			usage(stderr);
+			return KILN_EXIT_USAGE;
+		} else if (server) {
+			fprintf(stderr, "kiln: logout: too many arguments\n");
+			return KILN_EXIT_USAGE;
+		} else {
+			server = a;
+		}
+	}
+	const char *s = server ? server : "docker.io";
+	if (!strncasecmp(s, "https://", 8))
+		s += 8;
+	else if (!strncasecmp(s, "http://", 7))
+		s += 7;
+	KILN_AUTOFREE char *host = kiln_xstrndup(s, strcspn(s, "/"));
+	if (!strcmp(host, "index.docker.io") || !strcmp(host, "registry-1.docker.io")) {
+		free(host);
+		host = kiln_xstrdup("docker.io");
+	}
+	struct kiln_err err = {0};
+	bool removed = false;
+	if (kiln_registry_creds_erase(host, &removed, &err) < 0) {
+		kiln_err_print(&err);
+		return KILN_EXIT_FAIL;
+	}
+	if (removed)
+		printf("Removing login credentials for %s\n", kiln_registry_auth_key(host));
+	else
+		printf("Not logged in to %s\n", kiln_registry_auth_key(host));
+	return 0;
+}
