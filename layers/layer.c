@@ -749,6 +749,10 @@ out:
 
 struct actx {
 	int rootfd;
+	int in_fd;
+	struct hasher blob;        /* of the bytes read from in_fd */
+	int64_t blob_size;
+	char *inbuf;
 	const struct kiln_layer_apply_opts *o;
 	struct archive *raw;       /* decompressor (format raw) */
 	struct archive *tar;       /* tar parser fed from raw */
@@ -767,6 +771,23 @@ struct actx {
 	struct strmap diridx;      /* path → index in dirs */
 	bool is_root;
 };
+
+static la_ssize_t in_read_cb(struct archive *a, void *ud, const void **out)
+{
+	struct actx *c = ud;
+	ssize_t n;
+	do
+		n = read(c->in_fd, c->inbuf, IO_CHUNK);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		archive_set_error(a, errno, "reading the layer stream");
+		return -1;
+	}
+	hasher_update(&c->blob, c->inbuf, (size_t)n);
+	c->blob_size += n;
+	*out = c->inbuf;
+	return n;
+}
 
 static la_ssize_t raw_read_cb(struct archive *a, void *ud, const void **out)
 {
@@ -1295,8 +1316,19 @@ static void apply_dir_times(struct actx *c)
 int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
 		     char diff_id[KILN_DIGEST_MAX], struct kiln_err *err)
 {
+	struct kiln_layer_info info;
+	if (kiln_layer_apply_ex(rootfd, in_fd, opts, &info, err) < 0)
+		return -1;
+	if (diff_id)
+		snprintf(diff_id, KILN_DIGEST_MAX, "%s", info.diff_id);
+	return 0;
+}
+
+int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
+			struct kiln_layer_info *info, struct kiln_err *err)
+{
 	struct kiln_layer_apply_opts defopts = { .whiteouts = true };
-	struct actx c = { .rootfd = rootfd, .o = opts ? opts : &defopts, .err = err };
+	struct actx c = { .rootfd = rootfd, .in_fd = in_fd, .o = opts ? opts : &defopts, .err = err };
 	struct archive_entry *re = NULL;
 	int rc = -1;
 	c.is_root = geteuid() == 0;
@@ -1308,12 +1340,17 @@ int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *
 	}
 	if (hasher_init(&c.diff, err) < 0)
 		return -1;
+	if (hasher_init(&c.blob, err) < 0) {
+		hasher_free(&c.diff);
+		return -1;
+	}
 	c.buf = kiln_xmalloc(IO_CHUNK);
+	c.inbuf = kiln_xmalloc(IO_CHUNK);
 
 	c.raw = archive_read_new();
 	archive_read_support_filter_all(c.raw);
 	archive_read_support_format_raw(c.raw);
-	if (archive_read_open_fd(c.raw, in_fd, IO_CHUNK) != ARCHIVE_OK ||
+	if (archive_read_open2(c.raw, &c, NULL, in_read_cb, NULL, NULL) != ARCHIVE_OK ||
 	    archive_read_next_header(c.raw, &re) != ARCHIVE_OK) {
 		kiln_err_set(err, archive_errno(c.raw) > 0 ? archive_errno(c.raw) : 0, "reading layer: %s",
 			     archive_error_string(c.raw) ? archive_error_string(c.raw) : "empty or unreadable stream");
@@ -1351,9 +1388,35 @@ int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *
 			break;
 		hasher_update(&c.diff, c.buf, (size_t)n);
 	}
+	/* and the rest of the input (a blob's digest covers all of it) */
+	for (;;) {
+		const void *dummy;
+		la_ssize_t n = in_read_cb(c.raw, &c, &dummy);
+		if (n < 0) {
+			kiln_err_set(err, errno, "reading the layer stream");
+			goto out;
+		}
+		if (n == 0)
+			break;
+	}
 	apply_dir_times(&c);
-	if (diff_id)
-		hasher_final(&c.diff, diff_id);
+	memset(info, 0, sizeof *info);
+	hasher_final(&c.diff, info->diff_id);
+	hasher_final(&c.blob, info->digest);
+	info->size = c.blob_size;
+	switch (archive_filter_code(c.raw, 0)) {
+	case ARCHIVE_FILTER_GZIP:
+		info->media_type = KILN_MT_LAYER_GZIP;
+		break;
+	case ARCHIVE_FILTER_ZSTD:
+		info->media_type = KILN_MT_LAYER_ZSTD;
+		break;
+	case ARCHIVE_FILTER_NONE:
+		info->media_type = KILN_MT_LAYER_TAR;
+		break;
+	default:
+		info->media_type = NULL;
+	}
 	rc = 0;
 out:
 	if (c.tar)
@@ -1361,7 +1424,9 @@ out:
 	if (c.raw)
 		archive_read_free(c.raw);
 	hasher_free(&c.diff);
+	hasher_free(&c.blob);
 	free(c.buf);
+	free(c.inbuf);
 	for (size_t i = 0; i < c.ndirs; i++)
 		free(c.dirs[i].path);
 	free(c.dirs);

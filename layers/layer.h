@@ -97,4 +97,34 @@ struct kiln_layer_apply_opts {
 int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
 		     char diff_id[KILN_DIGEST_MAX], struct kiln_err *err);
 
+/* Like kiln_layer_apply, and also describes the bytes read: info->digest and
+ * info->size cover everything read from in_fd (read to its end, so a blob can
+ * be verified while it is applied), info->diff_id the uncompressed stream,
+ * info->media_type the detected compression (KILN_MT_LAYER_*; NULL for xz or
+ * bzip2, which have no OCI media type). */
+int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
+			struct kiln_layer_info *info, struct kiln_err *err);
+
+/* Path semantics of kiln_layer_apply (the extractor):
+ *  - names are cleaned: a leading "/" and "." components are dropped; a name
+ *    with a ".." component fails the whole layer (as does a hard link target
+ *    with one);
+ *  - parent directories are resolved with openat2(RESOLVE_IN_ROOT): a symlink
+ *    in the tree resolves as if the tree were "/" (a -> /etc, then a/passwd
+ *    writes ROOT/etc/passwd); missing parents are created 0755;
+ *  - the last component is never followed: what is there is removed first
+ *    (a directory is kept when the entry is a directory, else removed
+ *    recursively); the later of duplicate entries wins;
+ *  - hard links are made with linkat between dirfds beneath the root; a target
+ *    that does not exist there, or a directory, fails the layer;
+ *  - whiteouts (opts->whiteouts): ".wh.NAME" removes NAME, ".wh..wh..opq"
+ *    empties the directory of everything this layer did not create before it;
+ *    ".wh." with an empty, "." or ".." name fails the layer; other
+ *    ".wh..wh.*" names are ignored;
+ *  - devices only with allow_devices as root (else skipped); fifos always;
+ *    sockets skipped; setuid/setgid bits dropped unless keep_owner;
+ *  - xattrs: all but security.selinux, system.*, trusted.overlay.* and
+ *    user.overlay.* (the writer skips the same); EPERM/ENOTSUP ignored;
+ *  - directory mtimes are set at the end, only where (dev, ino) still match. */
+
 #endif

@@ -831,6 +831,19 @@ static void test_round_trip(void **state)
 	if (kiln_layer_apply(dfd, fd, &o, diff, &err) < 0)
 		fail_msg("apply: %s", err.msg);
 	assert_string_equal(diff, info.diff_id);
+	/* apply_ex reports the blob as the writer described it, for every compression */
+	for (int comp = KILN_COMPRESS_GZIP; comp <= KILN_COMPRESS_NONE; comp++) {
+		struct kiln_layer_info wi, ai;
+		int bfd = write_layer(rfd, &ch, (enum kiln_compression)comp, -1, &wi);
+		assert_int_equal(lseek(bfd, 0, SEEK_SET), 0);
+		if (kiln_layer_apply_ex(dfd, bfd, &o, &ai, &err) < 0)
+			fail_msg("apply_ex: %s", err.msg);
+		assert_string_equal(ai.digest, wi.digest);
+		assert_string_equal(ai.diff_id, wi.diff_id);
+		assert_int_equal(ai.size, wi.size);
+		assert_string_equal(ai.media_type, wi.media_type);
+		close(bfd);
+	}
 	const char *paths[] = { "etc", "etc/hosts", "bin", "bin/tool", "bin/suid", "bin/link1", "bin/sym",
 				"bin/abs", "bin/fifo", "bin/null", "bin/xattr", "empty", "big", g_longname,
 				g_longpath };
