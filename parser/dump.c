@@ -205,7 +205,14 @@ bool kiln_go_is_print(uint32_t r)
 	return true;
 }
 
+static void quote(const char *s, bool json_nul, struct kiln_buf *out);
+
 void kiln_df_quote(const char *s, struct kiln_buf *out)
+{
+	quote(s, false, out);
+}
+
+static void quote(const char *s, bool json_nul, struct kiln_buf *out)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t n = strlen(s), i = 0;
@@ -213,6 +220,11 @@ void kiln_df_quote(const char *s, struct kiln_buf *out)
 	while (i < n) {
 		uint32_t r;
 		size_t w = kiln_go_decode(s + i, n - i, &r);
+		if (json_nul && (unsigned char)s[i] == 0xC0 && (unsigned char)s[i + 1] == 0x80) {
+			kiln_buf_puts(out, "\\x00");
+			i += 2;
+			continue;
+		}
 		if (w == 1 && r == KILN_RUNE_ERROR) {
 			unsigned char c = (unsigned char)s[i];
 			char t[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
@@ -269,9 +281,11 @@ static void node_dump(const struct kiln_df_node *node, struct kiln_buf *out)
 		node_dump(node->onbuild, &b);
 		kiln_buf_putc(&b, ')');
 	}
+	/* JSON arguments (after HEALTHCHECK's type word) keep a NUL as C0 80. */
+	size_t json_from = !node->json ? node->args.n : !strcmp(node->instr_lower, "healthcheck") ? 1 : 0;
 	for (size_t i = 0; i < node->args.n; i++) {
 		kiln_buf_putc(&b, ' ');
-		kiln_df_quote(node->args.v[i], &b);
+		quote(node->args.v[i], i >= json_from, &b);
 	}
 	const char *s = b.data ? b.data : "";
 	size_t n = b.len;

@@ -174,6 +174,13 @@ static bool is_space_byte(unsigned char c)
 	return kiln_go_is_space(c);
 }
 
+/* kiln_buf_steal, always NUL-terminated (also when nothing was appended). */
+static char *buf_take(struct kiln_buf *b)
+{
+	kiln_buf_append(b, "", 0);
+	return kiln_buf_steal(b);
+}
+
 static char *xmemdup(const char *s, size_t n)
 {
 	return kiln_xstrndup(s, n);
@@ -195,7 +202,7 @@ char *kiln_go_lower(const char *s, size_t n)
 			kiln_buf_append(&b, s + i, w);
 		i += w;
 	}
-	return kiln_buf_steal(&b);
+	return buf_take(&b);
 }
 
 /* ---- parse state ------------------------------------------------------ */
@@ -651,7 +658,8 @@ static int parse_json(const char *s, size_t n, struct kiln_strv *out)
 	struct kiln_buf norm = {0};
 	json_normalize(s, n, &norm);
 	json_error_t jerr;
-	json_t *v = json_loadb(norm.data, norm.len, JSON_DISABLE_EOF_CHECK | JSON_DECODE_INT_AS_REAL, &jerr);
+	json_t *v = json_loadb(norm.data, norm.len,
+			       JSON_DISABLE_EOF_CHECK | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
 	kiln_buf_free(&norm);
 	if (!v)
 		return 1;
@@ -667,8 +675,25 @@ static int parse_json(const char *s, size_t n, struct kiln_strv *out)
 			return -1;
 		}
 	}
-	json_array_foreach(v, k, e)
-		kiln_strv_push(out, json_string_value(e));
+	json_array_foreach(v, k, e) {
+		/* A NUL ("\u0000") cannot live in a C string: it is kept as the
+		 * two bytes C0 80, which decoded JSON cannot otherwise contain
+		 * (invalid UTF-8 was replaced above). */
+		const char *str = json_string_value(e);
+		size_t sl = json_string_length(e);
+		if (!memchr(str, '\0', sl)) {
+			kiln_strv_push(out, str);
+			continue;
+		}
+		struct kiln_buf b = {0};
+		for (size_t i = 0; i < sl; i++) {
+			if (str[i])
+				kiln_buf_putc(&b, str[i]);
+			else
+				kiln_buf_append(&b, "\xC0\x80", 2);
+		}
+		kiln_strv_push_owned(out, buf_take(&b));
+	}
 	json_decref(v);
 	return 0;
 }
@@ -1328,7 +1353,7 @@ static char *chomp_tabs(const char *s)
 		bol = *s == '\n';
 		kiln_buf_putc(&b, *s);
 	}
-	return kiln_buf_steal(&b);
+	return buf_take(&b);
 }
 
 /* ---- the file --------------------------------------------------------- */
@@ -1518,7 +1543,7 @@ int kiln_parse(const char *text, size_t len, const char *filename, struct kiln_d
 					}
 					kiln_buf_append(&content, raw, rawn);
 				}
-				char *body = kiln_buf_steal(&content);
+				char *body = buf_take(&content);
 				if (hd->chomp) {
 					hd->content = chomp_tabs(body);
 					free(body);

@@ -42,7 +42,8 @@ struct kiln_df_node {
 	int start_line;        /* 1-based line of the instruction word */
 	int end_line;          /* last line, continuation and heredoc bodies included */
 	struct kiln_strv flags;/* "--from=x" as written, quotes removed; "--" dropped */
-	struct kiln_strv args; /* arguments cut as the instruction requires (see the dump rules) */
+	struct kiln_strv args; /* arguments cut as the instruction requires (see the dump rules);
+				* a "\u0000" in a JSON argument is kept as the bytes C0 80 */
 	bool json;             /* exec form: args came from a JSON array */
 	struct kiln_df_heredoc *heredocs; /* RUN/COPY/ADD (shell form) only; for ONBUILD they sit on
 					   * the ONBUILD node, as in BuildKit */
