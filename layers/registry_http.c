@@ -1261,7 +1261,7 @@ static void finished_line(struct progress *p, struct reg_job *j, uint64_t start)
 		return;
 	char a[32], c[32];
 	double secs = (double)(kiln_now_ns() - start) / 1e9;
-	int64_t moved = j->progress_base + j->x.moved;
+	int64_t moved = j->bytes;
 	human(j->total < 0 ? 0 : j->total, a, sizeof(a));
 	if (moved > 0 && secs > 0.001) {
 		human((int64_t)((double)moved / secs), c, sizeof(c));
@@ -1299,6 +1299,7 @@ int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const
 			p.start_ns[next - 1] = now;
 			j->attempt = 0;
 			j->not_before = 0;
+			j->bytes = 0;
 			struct kiln_err e = {0};
 			int rc = j->start(j, &e);
 			if (rc < 0) {
@@ -1376,6 +1377,7 @@ int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const
 			if (!j)
 				continue;
 			reg_xfer_done(x, cc);
+			j->bytes += x->moved;
 			struct kiln_err e = {0};
 			if (x->sink_failed) {
 				*err = x->sink_err;

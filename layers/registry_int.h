@@ -147,6 +147,7 @@ struct reg_job {
 	const char *label;
 	int64_t total;
 	int64_t progress_base;      /* bytes done before the current attempt */
+	int64_t bytes;              /* body bytes actually moved (all attempts) */
 	const char *status_text;
 	bool show;
 };

@@ -5,7 +5,8 @@
 #                          REG_PORT, REG_ADDR (127.0.0.1:PORT).  Optional env:
 #                          REG_TLS_CERT/REG_TLS_KEY (serve https),
 #                          REG_AUTH_YAML (an "auth:" block, indented by 2),
-#                          REG_PORT (reuse a port, e.g. after a restart).
+#                          REG_PORT (reuse a port, e.g. after a restart),
+#                          REG_ACCESSLOG_OFF=false (log every request to DIR/registry.log).
 #   reg_stop               stop it (by PID) and wait for it
 #   reg_kill               SIGKILL it (a crash) and wait
 #   reg_fake_start DIR MODE
@@ -53,8 +54,8 @@ reg_start() {
 	cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
-  level: warn
-  accesslog: {disabled: true}
+  level: ${REG_LOG_LEVEL:-warn}
+  accesslog: {disabled: ${REG_ACCESSLOG_OFF:-true}}
 storage:
   filesystem: {rootdirectory: $dir/data}
   delete: {enabled: true}
