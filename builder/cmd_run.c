@@ -1,0 +1,963 @@
+/* kiln run — run a command in a new container (docker's flags, plus
+ * podman's --rootfs DIR to run a plain directory). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "builder/cli.h"
+#include "common/util.h"
+#include "layers/image.h"
+#include "layers/snapshot.h"
+#include "layers/store.h"
+#include "runtime/container.h"
+#include "runtime/sandbox.h"
+
+/* Parsed `kiln run` options (also used by the unit tests). */
+struct kiln_run_opts {
+	bool detach, interactive, tty, rm, privileged, read_only, init, no_new_privs;
+	bool entrypoint_set;
+	const char *name, *workdir, *user, *entrypoint, *network, *hostname, *rootfs;
+	const char *seccomp_file;
+	enum kiln_seccomp_mode seccomp;
+	struct kiln_strv env, env_files, ports, volumes, tmpfs, cap_add, cap_drop;
+	int64_t memory, memory_swap, cpu_shares, pids;
+	int64_t nano_cpus;
+	const char *image;
+	char **cmd;          /* points into argv */
+	int n_cmd;
+};
+
+int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err);
+void kiln_run_opts_free(struct kiln_run_opts *o);
+int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err);
+
+void kiln_run_opts_free(struct kiln_run_opts *o)
+{
+	kiln_strv_free(&o->env);
+	kiln_strv_free(&o->env_files);
+	kiln_strv_free(&o->ports);
+	kiln_strv_free(&o->volumes);
+	kiln_strv_free(&o->tmpfs);
+	kiln_strv_free(&o->cap_add);
+	kiln_strv_free(&o->cap_drop);
+}
+
+static int parse_cpus(const char *s, int64_t *out, struct kiln_err *err)
+{
+	char *end;
+	errno = 0;
+	double d = strtod(s, &end);
+	if (errno || *end || d <= 0 || d > 1024)
+		return kiln_err_set(err, 0, "invalid --cpus value \"%s\"", s);
+	*out = (int64_t)(d * 1e9 + 0.5);
+	return 0;
+}
+
+static int parse_i64(const char *flag, const char *s, int64_t *out, struct kiln_err *err)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || *end || !*s)
+		return kiln_err_set(err, 0, "invalid %s value \"%s\"", flag, s);
+	*out = v;
+	return 0;
+}
+
+int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err)
+{
+	memset(p, 0, sizeof(*p));
+	char buf[128];
+	snprintf(buf, sizeof(buf), "%s", s);
+	char *proto = strchr(buf, '/');
+	if (proto) {
+		*proto++ = '\0';
+		if (!strcmp(proto, "udp"))
+			p->udp = true;
+		else if (strcmp(proto, "tcp"))
+			return kiln_err_set(err, 0, "invalid protocol in port \"%s\"", s);
+	}
+	/* [IP:]HOST:CONTAINER or CONTAINER */
+	char *parts[3];
+	int n = 0;
+	char *save = NULL;
+	for (char *t = strtok_r(buf, ":", &save); t && n < 3; t = strtok_r(NULL, ":", &save))
+		parts[n++] = t;
+	if (n < 1 || n > 3 || strtok_r(NULL, ":", &save))
+		return kiln_err_set(err, 0, "invalid port \"%s\" (want [IP:]HOST:CONTAINER[/udp])", s);
+	int64_t hp = 0, cp = 0;
+	if (n == 1) {
+		if (parse_i64("port", parts[0], &cp, err) < 0)
+			return -1;
+		hp = cp;
+	} else {
+		if (parse_i64("port", parts[n - 2], &hp, err) < 0 || parse_i64("port", parts[n - 1], &cp, err) < 0)
+			return -1;
+	}
+	if (hp < 1 || hp > 65535 || cp < 1 || cp > 65535)
+		return kiln_err_set(err, 0, "port out of range in \"%s\"", s);
+	p->host_port = (uint16_t)hp;
+	p->container_port = (uint16_t)cp;
+	if (n == 3) {
+		static __thread char ipbuf[64];
+		snprintf(ipbuf, sizeof(ipbuf), "%s", parts[0]);
+		p->host_ip = kiln_xstrdup(ipbuf);
+	}
+	return 0;
+}
+
+/* Flags taking a value. */
+static const char *const value_flags[] = {"--name", "-e", "--env", "--env-file", "-p", "--publish", "-v",
+	"--volume", "--tmpfs", "-w", "--workdir", "-u", "--user", "--entrypoint", "-m", "--memory",
+	"--memory-swap", "--cpus", "--cpu-shares", "-c", "--pids-limit", "--network", "--net", "-h",
+	"--hostname", "--cap-add", "--cap-drop", "--security-opt", "--rootfs", NULL};
+
+static bool takes_value(const char *f)
+{
+	for (const char *const *v = value_flags; *v; v++)
+		if (!strcmp(*v, f))
+			return true;
+	return false;
+}
+
+static int apply_flag(struct kiln_run_opts *o, const char *f, const char *v, struct kiln_err *err)
+{
+	if (!strcmp(f, "--name")) o->name = v;
+	else if (!strcmp(f, "-e") || !strcmp(f, "--env")) {
+		if (strchr(v, '=')) {
+			kiln_strv_push(&o->env, v);
+		} else {
+			const char *val = getenv(v);
+			if (val)
+				kiln_strv_push_owned(&o->env, kiln_xasprintf("%s=%s", v, val));
+		}
+	} else if (!strcmp(f, "--env-file")) kiln_strv_push(&o->env_files, v);
+	else if (!strcmp(f, "-p") || !strcmp(f, "--publish")) kiln_strv_push(&o->ports, v);
+	else if (!strcmp(f, "-v") || !strcmp(f, "--volume")) kiln_strv_push(&o->volumes, v);
+	else if (!strcmp(f, "--tmpfs")) kiln_strv_push(&o->tmpfs, v);
+	else if (!strcmp(f, "-w") || !strcmp(f, "--workdir")) o->workdir = v;
+	else if (!strcmp(f, "-u") || !strcmp(f, "--user")) o->user = v;
+	else if (!strcmp(f, "--entrypoint")) { o->entrypoint = v; o->entrypoint_set = true; }
+	else if (!strcmp(f, "-m") || !strcmp(f, "--memory")) return kiln_parse_size(v, &o->memory, err);
+	else if (!strcmp(f, "--memory-swap")) {
+		if (!strcmp(v, "-1")) o->memory_swap = -1;
+		else return kiln_parse_size(v, &o->memory_swap, err);
+	}
+	else if (!strcmp(f, "--cpus")) return parse_cpus(v, &o->nano_cpus, err);
+	else if (!strcmp(f, "--cpu-shares") || !strcmp(f, "-c")) return parse_i64("--cpu-shares", v, &o->cpu_shares, err);
+	else if (!strcmp(f, "--pids-limit")) return parse_i64("--pids-limit", v, &o->pids, err);
+	else if (!strcmp(f, "--network") || !strcmp(f, "--net")) {
+		if (strcmp(v, "none") && strcmp(v, "host") && strcmp(v, "bridge") && strcmp(v, "default"))
+			return kiln_err_set(err, 0, "unsupported network \"%s\" (none, host, bridge)", v);
+		o->network = v;
+	}
+	else if (!strcmp(f, "-h") || !strcmp(f, "--hostname")) o->hostname = v;
+	else if (!strcmp(f, "--cap-add")) kiln_strv_push(&o->cap_add, v);
+	else if (!strcmp(f, "--cap-drop")) kiln_strv_push(&o->cap_drop, v);
+	else if (!strcmp(f, "--rootfs")) o->rootfs = v;
+	else if (!strcmp(f, "--security-opt")) {
+		if (!strcmp(v, "no-new-privileges") || !strcmp(v, "no-new-privileges:true") ||
+		    !strcmp(v, "no-new-privileges=true"))
+			o->no_new_privs = true;
+		else if (!strcmp(v, "no-new-privileges:false") || !strcmp(v, "no-new-privileges=false"))
+			o->no_new_privs = false;
+		else if (!strcmp(v, "seccomp=unconfined") || !strcmp(v, "seccomp:unconfined"))
+			o->seccomp = KILN_SECCOMP_UNCONFINED;
+		else if (!strncmp(v, "seccomp=", 8) || !strncmp(v, "seccomp:", 8)) {
+			o->seccomp = KILN_SECCOMP_FILE;
+			o->seccomp_file = v + 8;
+		} else if (!strncmp(v, "label", 5) || !strncmp(v, "apparmor", 8)) {
+			/* no LSM here: accepted and ignored like on a host without one */
+		} else
+			return kiln_err_set(err, 0, "unsupported --security-opt \"%s\"", v);
+	}
+	else return kiln_err_set(err, 0, "unknown flag: %s", f);
+	return 0;
+}
+
+int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err)
+{
+	memset(o, 0, sizeof(*o));
+	int i = 1;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (a[0] != '-' || !a[1])
+			break;
+		if (a[1] != '-' && !takes_value(a)) {
+			/* a cluster of boolean short flags: -d -i -t -it -dit ... */
+			for (const char *c = a + 1; *c; c++) {
+				if (*c == 'd') o->detach = true;
+				else if (*c == 'i') o->interactive = true;
+				else if (*c == 't') o->tty = true;
+				else return kiln_err_set(err, 0, "unknown shorthand flag: '%c' in %s", *c, a);
+			}
+			continue;
+		}
+		const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
+		char flag[64];
+		const char *val = NULL;
+		if (eq) {
+			snprintf(flag, sizeof(flag), "%.*s", (int)(eq - a), a);
+			val = eq + 1;
+		} else {
+			snprintf(flag, sizeof(flag), "%s", a);
+		}
+		if (takes_value(flag)) {
+			if (!val) {
+				if (i + 1 >= argc)
+					return kiln_err_set(err, 0, "flag needs an argument: %s", flag);
+				val = argv[++i];
+			}
+			if (apply_flag(o, flag, val, err) < 0)
+				return -1;
+			continue;
+		}
+		bool on = true;
+		if (val) {
+			if (!strcmp(val, "false") || !strcmp(val, "0")) on = false;
+			else if (strcmp(val, "true") && strcmp(val, "1"))
+				return kiln_err_set(err, 0, "invalid boolean value \"%s\" for %s", val, flag);
+		}
+		if (!strcmp(flag, "--detach")) o->detach = on;
+		else if (!strcmp(flag, "--interactive")) o->interactive = on;
+		else if (!strcmp(flag, "--tty")) o->tty = on;
+		else if (!strcmp(flag, "--rm")) o->rm = on;
+		else if (!strcmp(flag, "--privileged")) o->privileged = on;
+		else if (!strcmp(flag, "--read-only")) o->read_only = on;
+		else if (!strcmp(flag, "--init")) o->init = on;
+		else return kiln_err_set(err, 0, "unknown flag: %s", flag);
+	}
+	if (!o->rootfs) {
+		if (i >= argc)
+			return kiln_err_set(err, 0, "\"kiln run\" requires at least 1 argument (IMAGE [COMMAND...])");
+		o->image = argv[i++];
+	}
+	o->cmd = argv + i;
+	o->n_cmd = argc - i;
+	if (o->rootfs && o->n_cmd == 0)
+		return kiln_err_set(err, 0, "--rootfs needs a command");
+	if (o->detach && o->rm && false)
+		return -1;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static void iso_now(char *buf, size_t len)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char b[32];
+	strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%09ldZ", b, ts.tv_nsec);
+}
+
+static int read_env_file(const char *path, struct kiln_strv *env, struct kiln_err *err)
+{
+	char *text = NULL;
+	if (kiln_read_file(path, 1 << 20, &text, NULL, err) < 0)
+		return kiln_err_wrap(err, "--env-file");
+	for (char *p = text; p && *p;) {
+		char *eol = strchr(p, '\n');
+		if (eol)
+			*eol = '\0';
+		size_t l = strlen(p);
+		if (l && p[l - 1] == '\r')
+			p[--l] = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p && *p != '#') {
+			if (strchr(p, '=')) {
+				kiln_strv_push(env, p);
+			} else {
+				const char *v = getenv(p);
+				if (v)
+					kiln_strv_push_owned(env, kiln_xasprintf("%s=%s", p, v));
+			}
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	free(text);
+	return 0;
+}
+
+/* Set or replace K=V in env. */
+static void env_set(struct kiln_strv *env, const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	size_t kl = eq ? (size_t)(eq - kv) : strlen(kv);
+	for (size_t i = 0; i < env->n; i++)
+		if (!strncmp(env->v[i], kv, kl) && env->v[i][kl] == '=') {
+			free(env->v[i]);
+			env->v[i] = kiln_xstrdup(kv);
+			return;
+		}
+	kiln_strv_push(env, kv);
+}
+
+static int parse_volume(const char *s, struct kiln_mount *m, struct kiln_err *err)
+{
+	memset(m, 0, sizeof(*m));
+	m->source_fd = -1;
+	char *dup = kiln_xstrdup(s);
+	char *parts[3] = {0};
+	int n = 0;
+	char *save = NULL;
+	for (char *t = strtok_r(dup, ":", &save); t && n < 3; t = strtok_r(NULL, ":", &save))
+		parts[n++] = t;
+	if (n < 2) {
+		free(dup);
+		return kiln_err_set(err, 0, "invalid volume \"%s\" (want HOST:CONTAINER[:ro]; named volumes "
+				    "are not supported)", s);
+	}
+	if (parts[0][0] != '/') {
+		free(dup);
+		return kiln_err_set(err, 0, "invalid volume \"%s\": the host path must be absolute", s);
+	}
+	if (n == 3) {
+		char *opt_save = NULL;
+		for (char *o = strtok_r(parts[2], ",", &opt_save); o; o = strtok_r(NULL, ",", &opt_save)) {
+			if (!strcmp(o, "ro")) m->readonly = true;
+			else if (!strcmp(o, "rw")) m->readonly = false;
+			else if (strcmp(o, "z") && strcmp(o, "Z") && strcmp(o, "rprivate") && strcmp(o, "private")) {
+				free(dup);
+				return kiln_err_set(err, 0, "invalid volume option \"%s\" in \"%s\"", o, s);
+			}
+		}
+	}
+	m->type = KILN_MOUNT_BIND;
+	m->source = kiln_xstrdup(parts[0]);
+	m->target = kiln_xstrdup(parts[1]);
+	free(dup);
+	if (m->target[0] != '/')
+		return kiln_err_set(err, 0, "invalid volume \"%s\": the container path must be absolute", s);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- images */
+
+struct run_image {
+	struct kiln_store *store;
+	struct kiln_snapshotter *sn;
+	struct kiln_snap *snap;
+	struct kiln_image *img;
+	struct kiln_snap_mount_spec ms;
+	bool have_ms;
+	char *lower;
+};
+
+static void run_image_free(struct run_image *ri, bool discard)
+{
+	if (ri->have_ms)
+		kiln_snap_mount_spec_free(&ri->ms);
+	free(ri->lower);
+	if (ri->snap) {
+		if (discard)
+			kiln_snap_discard(ri->snap, NULL);
+		else
+			kiln_snap_release(ri->snap);
+	}
+	if (ri->sn)
+		kiln_snap_close(ri->sn);
+	kiln_image_free(ri->img);
+	kiln_store_close(ri->store);
+	memset(ri, 0, sizeof(*ri));
+}
+
+/* Load the image, make sure its layers are snapshots, prepare a writable
+ * child keyed by the container id. */
+static int run_image_prepare(const char *ref, const char *id, struct run_image *ri,
+			     struct kiln_sandbox_spec *spec, struct kiln_err *err)
+{
+	memset(ri, 0, sizeof(*ri));
+	const char *root = kiln_global.root;
+	if (kiln_store_open(root, KILN_STORE_RDONLY, &ri->store, err) < 0)
+		return kiln_err_wrap(err, "opening the store %s", root);
+	if (kiln_image_load(ri->store, ref, &ri->img, err) < 0) {
+		if (err->errnum == ENOENT)
+			return kiln_err_set(err, 0, "Unable to find image '%s' locally", ref);
+		return -1;
+	}
+	char *snapdir = kiln_xasprintf("%s/snapshots", root);
+	int r = kiln_snap_open(snapdir, kiln_global.storage_driver, &ri->sn, err);
+	free(snapdir);
+	if (r < 0)
+		return kiln_err_wrap(err, "opening snapshots");
+	char chain[KILN_DIGEST_MAX] = "";
+	for (size_t i = 0; i < ri->img->n_layers; i++) {
+		char next[KILN_DIGEST_MAX];
+		kiln_chain_id_next(i ? chain : NULL, ri->img->layers[i].diff_id, next);
+		if (!kiln_snap_exists(ri->sn, next)) {
+			int fd = -1;
+			if (kiln_store_blob_open(ri->store, ri->img->layers[i].digest, &fd, err) < 0)
+				return kiln_err_wrap(err, "layer %zu", i + 1);
+			r = kiln_snap_apply_layer(ri->sn, i ? chain : NULL, fd, ri->img->layers[i].diff_id, next, err);
+			close(fd);
+			if (r < 0)
+				return kiln_err_wrap(err, "unpacking layer %zu", i + 1);
+		}
+		memcpy(chain, next, sizeof(chain));
+	}
+	char key[80];
+	snprintf(key, sizeof(key), "ctr-%.64s", id);
+	if (kiln_snap_prepare(ri->sn, chain[0] ? chain : NULL, key, KILN_SNAP_NOMOUNT, &ri->snap, err) < 0)
+		return kiln_err_wrap(err, "preparing the container's snapshot");
+	const char *rootfs = kiln_snap_rootfs(ri->snap);
+	if (rootfs) {
+		spec->rootfs = rootfs;
+		return 0;
+	}
+	if (kiln_snap_mount_spec(ri->snap, &ri->ms, err) < 0)
+		return -1;
+	ri->have_ms = true;
+	if (!ri->ms.overlay) {
+		spec->rootfs = ri->ms.source;
+		return 0;
+	}
+	struct kiln_buf b = {0};
+	for (char **l = ri->ms.lowerdirs; l && *l; l++) {
+		if (b.len)
+			kiln_buf_putc(&b, ':');
+		kiln_buf_puts(&b, *l);
+	}
+	ri->lower = kiln_buf_steal(&b);
+	/* the overlay is mounted at the upper's sibling "merged" dir in the
+	 * container's own mount namespace */
+	char *merged = kiln_xasprintf("%s/../merged", ri->ms.upperdir);
+	mkdir(merged, 0755);
+	spec->rootfs = merged;
+	spec->overlay_lower = ri->lower;
+	spec->overlay_upper = ri->ms.upperdir;
+	spec->overlay_work = ri->ms.workdir;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- detached */
+
+struct logger {
+	int fds[2];
+	int logfd;
+	pthread_t th;
+	bool started;
+};
+
+static void log_line(int logfd, const char *stream, const char *data, size_t len)
+{
+	char ts[64];
+	iso_now(ts, sizeof(ts));
+	json_t *o = json_object();
+	json_object_set_new(o, "log", json_stringn(data, len));
+	json_object_set_new(o, "stream", json_string(stream));
+	json_object_set_new(o, "time", json_string(ts));
+	char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+	json_decref(o);
+	if (s) {
+		size_t l = strlen(s);
+		s = kiln_xrealloc(s, l + 2);
+		s[l] = '\n';
+		kiln_write_all(logfd, s, l + 1);
+		free(s);
+	}
+}
+
+static void *logger_main(void *arg)
+{
+	struct logger *lg = arg;
+	struct kiln_buf pend[2] = {{0}, {0}};
+	static const char *const names[2] = {"stdout", "stderr"};
+	int open_n = 0;
+	for (int i = 0; i < 2; i++)
+		if (lg->fds[i] >= 0)
+			open_n++;
+	while (open_n > 0) {
+		struct pollfd p[2];
+		for (int i = 0; i < 2; i++)
+			p[i] = (struct pollfd){lg->fds[i], POLLIN, 0};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (lg->fds[i] < 0 || !p[i].revents)
+				continue;
+			char buf[8192];
+			ssize_t n = read(lg->fds[i], buf, sizeof(buf));
+			if (n <= 0) {
+				if (n < 0 && errno == EINTR)
+					continue;
+				close(lg->fds[i]);
+				lg->fds[i] = -1;
+				open_n--;
+				if (pend[i].len)
+					log_line(lg->logfd, names[i], pend[i].data, pend[i].len);
+				continue;
+			}
+			kiln_buf_append(&pend[i], buf, (size_t)n);
+			char *start = pend[i].data, *nl;
+			while ((nl = memchr(start, '\n', pend[i].len - (size_t)(start - pend[i].data)))) {
+				log_line(lg->logfd, names[i], start, (size_t)(nl - start + 1));
+				start = nl + 1;
+			}
+			size_t rest = pend[i].len - (size_t)(start - pend[i].data);
+			memmove(pend[i].data, start, rest);
+			pend[i].len = rest;
+		}
+	}
+	kiln_buf_free(&pend[0]);
+	kiln_buf_free(&pend[1]);
+	return NULL;
+}
+
+struct sup {
+	const char *root;
+	struct kiln_container_state *st;
+	struct logger lg;
+	int close_after_start[2];
+};
+
+static int sup_on_start(pid_t pid, void *arg)
+{
+	struct sup *s = arg;
+	for (int i = 0; i < 2; i++)
+		if (s->close_after_start[i] >= 0) {
+			close(s->close_after_start[i]);
+			s->close_after_start[i] = -1;
+		}
+	s->st->pid = pid;
+	s->st->supervisor = getpid();
+	snprintf(s->st->status, sizeof(s->st->status), "running");
+	iso_now(s->st->started, sizeof(s->st->started));
+	struct kiln_err err = {0};
+	kiln_container_save(s->root, s->st, &err);
+	if (!s->lg.started && (s->lg.fds[0] >= 0 || s->lg.fds[1] >= 0))
+		s->lg.started = pthread_create(&s->lg.th, NULL, logger_main, &s->lg) == 0;
+	return 0;
+}
+
+static int sup_on_tty(int master, void *arg)
+{
+	struct sup *s = arg;
+	s->lg.fds[0] = fcntl(master, F_DUPFD_CLOEXEC, 3);
+	s->lg.fds[1] = -1;
+	if (!s->lg.started)
+		s->lg.started = pthread_create(&s->lg.th, NULL, logger_main, &s->lg) == 0;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void join_cmd(char *const *v, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	size_t off = 0;
+	for (; v && *v && off + 1 < len; v++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s", off ? " " : "", *v);
+}
+
+int kiln_cmd_run(int argc, char **argv)
+{
+	if (kiln_cli_wants_help(argc, argv)) {
+		printf("Usage: kiln run [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
+		       "       kiln run [OPTIONS] --rootfs DIR COMMAND [ARG...]\n\n"
+		       "Run a command in a new container.\n\n"
+		       "Options:\n"
+		       "  -d, --detach            run in the background and print the container id\n"
+		       "  -i, --interactive       keep stdin open\n"
+		       "  -t, --tty               allocate a pseudo-terminal\n"
+		       "      --rm                remove the container when it exits\n"
+		       "      --name NAME         name the container\n"
+		       "  -e, --env K=V           set an environment variable\n"
+		       "      --env-file FILE     read environment variables from a file\n"
+		       "  -p, --publish H:C[/udp] publish a container port on the host\n"
+		       "  -v, --volume H:C[:ro]   bind mount a host path\n"
+		       "      --tmpfs DIR[:OPTS]  mount a tmpfs\n"
+		       "  -w, --workdir DIR       working directory\n"
+		       "  -u, --user U[:G]        user (name or id) from the image's /etc/passwd\n"
+		       "      --entrypoint CMD    override the image's entrypoint\n"
+		       "  -m, --memory SIZE       memory limit\n"
+		       "      --memory-swap SIZE  memory+swap limit (-1 unlimited)\n"
+		       "      --cpus N            CPU quota\n"
+		       "  -c, --cpu-shares N      CPU shares (relative weight)\n"
+		       "      --pids-limit N      process limit\n"
+		       "      --network MODE      none, host or bridge (default)\n"
+		       "  -h, --hostname NAME     container host name\n"
+		       "      --cap-add CAP       add a capability (or ALL)\n"
+		       "      --cap-drop CAP      drop a capability (or ALL)\n"
+		       "      --security-opt OPT  no-new-privileges, seccomp=unconfined|FILE\n"
+		       "      --privileged        all capabilities, no seccomp, no masked paths\n"
+		       "      --read-only         mount the root filesystem read-only\n"
+		       "      --init              run a small init as PID 1\n"
+		       "      --rootfs DIR        run DIR as the root filesystem instead of an image\n");
+		return 0;
+	}
+	struct kiln_err err = {0};
+	struct kiln_run_opts o;
+	if (kiln_run_parse(argc, argv, &o, &err) < 0) {
+		kiln_err_print(&err);
+		kiln_run_opts_free(&o);
+		return KILN_EXIT_USAGE;
+	}
+	int rc = KILN_EXIT_SETUP;
+	struct kiln_sandbox_spec spec;
+	kiln_sandbox_spec_init(&spec);
+	spec.origin = KILN_ORIGIN_RUN;
+	struct kiln_strv env = {0}, argvv = {0};
+	struct kiln_mount *mounts = NULL;
+	struct kiln_port *ports = NULL;
+	struct run_image ri = {0};
+	bool have_image = false;
+	char id[65];
+	kiln_container_new_id(id);
+	char *cdir = NULL;
+	const char *stop_signal = "";
+	int devnull = -1;
+
+	/* the image's config first, the flags override it */
+	json_t *cfg = NULL;
+	if (o.image) {
+		if (run_image_prepare(o.image, id, &ri, &spec, &err) < 0)
+			goto fail;
+		have_image = true;
+		cfg = json_object_get(ri.img->config, "config");
+	}
+	size_t k;
+	json_t *v;
+	json_array_foreach(json_object_get(cfg, "Env"), k, v)
+		if (json_string_value(v))
+			env_set(&env, json_string_value(v));
+	for (size_t i = 0; i < o.env_files.n; i++) {
+		struct kiln_strv fe = {0};
+		if (read_env_file(o.env_files.v[i], &fe, &err) < 0)
+			goto fail;
+		for (size_t j = 0; j < fe.n; j++)
+			env_set(&env, fe.v[j]);
+		kiln_strv_free(&fe);
+	}
+	for (size_t i = 0; i < o.env.n; i++)
+		env_set(&env, o.env.v[i]);
+
+	/* command: entrypoint + cmd, docker's rules */
+	if (o.entrypoint_set) {
+		if (o.entrypoint[0])
+			kiln_strv_push(&argvv, o.entrypoint);
+	} else {
+		json_array_foreach(json_object_get(cfg, "Entrypoint"), k, v)
+			kiln_strv_push(&argvv, json_string_value(v) ? json_string_value(v) : "");
+	}
+	if (o.n_cmd > 0) {
+		for (int i = 0; i < o.n_cmd; i++)
+			kiln_strv_push(&argvv, o.cmd[i]);
+	} else if (!o.entrypoint_set) {
+		json_array_foreach(json_object_get(cfg, "Cmd"), k, v)
+			kiln_strv_push(&argvv, json_string_value(v) ? json_string_value(v) : "");
+	}
+	if (argvv.n == 0) {
+		kiln_err_set(&err, 0, "no command specified");
+		rc = KILN_EXIT_USAGE;
+		goto fail;
+	}
+	const char *cfg_user = json_string_value(json_object_get(cfg, "User"));
+	const char *cfg_wd = json_string_value(json_object_get(cfg, "WorkingDir"));
+	const char *cfg_stop = json_string_value(json_object_get(cfg, "StopSignal"));
+	if (cfg_stop)
+		stop_signal = cfg_stop;
+
+	if (o.rootfs)
+		spec.rootfs = o.rootfs;
+	spec.id = id;
+	spec.argv = argvv.v;
+	spec.env = env.v;
+	spec.cwd = o.workdir ? o.workdir : (cfg_wd && cfg_wd[0] ? cfg_wd : "/");
+	spec.user = o.user ? o.user : (cfg_user && cfg_user[0] ? cfg_user : NULL);
+	spec.hostname = o.hostname;
+	spec.readonly_rootfs = o.read_only;
+	spec.privileged = o.privileged;
+	spec.no_new_privs = o.no_new_privs;
+	spec.seccomp = o.seccomp;
+	spec.seccomp_file = o.seccomp_file;
+	spec.init = o.init;
+	spec.tty = o.tty;
+	spec.interactive = o.interactive;
+	spec.cap_add = o.cap_add.v;
+	spec.cap_drop = o.cap_drop.v;
+	spec.limits.memory = o.memory;
+	spec.limits.memory_swap = o.memory_swap;
+	spec.limits.nano_cpus = o.nano_cpus;
+	spec.limits.cpu_shares = o.cpu_shares;
+	spec.limits.pids = o.pids;
+	if (!o.network || !strcmp(o.network, "bridge") || !strcmp(o.network, "default"))
+		spec.net = KILN_NET_BRIDGE;
+	else if (!strcmp(o.network, "host"))
+		spec.net = KILN_NET_HOST;
+	else
+		spec.net = KILN_NET_NONE;
+	/* `kiln run` flags are the user's explicit entitlements */
+	spec.entitlements = (o.privileged ? KILN_ENT_PRIVILEGED : 0) |
+			    (spec.net == KILN_NET_HOST ? KILN_ENT_NET_HOST : 0) |
+			    (o.cap_add.n ? KILN_ENT_CAP_ADD : 0) |
+			    (o.seccomp != KILN_SECCOMP_DEFAULT ? KILN_ENT_UNCONFINED : 0);
+
+	size_t nm = o.volumes.n + o.tmpfs.n;
+	mounts = kiln_xcalloc(nm ? nm : 1, sizeof(*mounts));
+	for (size_t i = 0; i < o.volumes.n; i++)
+		if (parse_volume(o.volumes.v[i], &mounts[i], &err) < 0) {
+			rc = KILN_EXIT_USAGE;
+			goto fail;
+		}
+	for (size_t i = 0; i < o.tmpfs.n; i++) {
+		struct kiln_mount *m = &mounts[o.volumes.n + i];
+		m->type = KILN_MOUNT_TMPFS;
+		m->source_fd = -1;
+		char *t = kiln_xstrdup(o.tmpfs.v[i]);
+		char *colon = strchr(t, ':');
+		if (colon) {
+			*colon = '\0';
+			m->options = kiln_xstrdup(colon + 1);
+		}
+		m->target = t;
+	}
+	spec.mounts = mounts;
+	spec.n_mounts = nm;
+	ports = kiln_xcalloc(o.ports.n ? o.ports.n : 1, sizeof(*ports));
+	for (size_t i = 0; i < o.ports.n; i++)
+		if (kiln_run_parse_port(o.ports.v[i], &ports[i], &err) < 0) {
+			rc = KILN_EXIT_USAGE;
+			goto fail;
+		}
+	spec.ports = ports;
+	spec.n_ports = o.ports.n;
+	if (spec.n_ports && spec.net != KILN_NET_BRIDGE) {
+		kiln_err_set(&err, 0, "publishing ports needs --network bridge");
+		rc = KILN_EXIT_USAGE;
+		goto fail;
+	}
+	if (!o.interactive) {
+		devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		spec.stdin_fd = devnull;
+	}
+
+	struct kiln_container_state st;
+	memset(&st, 0, sizeof(st));
+	bool record = o.detach || !o.rm || o.name;
+	if (record) {
+		snprintf(st.id, sizeof(st.id), "%s", id);
+		snprintf(st.name, sizeof(st.name), "%s", o.name ? o.name : "");
+		snprintf(st.image, sizeof(st.image), "%s", o.image ? o.image : o.rootfs);
+		join_cmd(argvv.v, st.command, sizeof(st.command));
+		snprintf(st.status, sizeof(st.status), "created");
+		snprintf(st.stop_signal, sizeof(st.stop_signal), "%s", stop_signal);
+		st.auto_remove = o.rm;
+		iso_now(st.created, sizeof(st.created));
+		for (size_t i = 0; i < spec.n_ports; i++) {
+			size_t l = strlen(st.ports);
+			snprintf(st.ports + l, sizeof(st.ports) - l, "%s%s:%u->%u/%s", l ? ", " : "",
+				 ports[i].host_ip ? ports[i].host_ip : "0.0.0.0", ports[i].host_port,
+				 ports[i].container_port, ports[i].udp ? "udp" : "tcp");
+		}
+		if (o.name) {
+			struct kiln_container_state other;
+			if (kiln_container_find(kiln_global.root, o.name, &other, NULL) == 0 &&
+			    !strcmp(other.name, o.name)) {
+				kiln_err_set(&err, 0, "the container name \"%s\" is already in use by container %.12s",
+					     o.name, other.id);
+				goto fail;
+			}
+		}
+		if (kiln_container_save(kiln_global.root, &st, &err) < 0)
+			goto fail;
+		cdir = kiln_container_dir(kiln_global.root, id);
+		spec.state_dir = cdir;
+	}
+
+	if (o.detach) {
+		int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+		if (!o.tty && (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)) {
+			kiln_err_set(&err, errno, "pipe");
+			goto fail;
+		}
+		fflush(stdout);
+		fflush(stderr);
+		pid_t p = fork();
+		if (p < 0) {
+			kiln_err_set(&err, errno, "fork");
+			goto fail;
+		}
+		if (p == 0) {
+			setsid();
+			pid_t p2 = fork();
+			if (p2 != 0)
+				_exit(p2 < 0 ? 1 : 0);
+			/* the supervisor */
+			int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+			char *logp = kiln_xasprintf("%s/log", cdir);
+			int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+			free(logp);
+			dup2(nul, 0);
+			dup2(nul, 1);
+			dup2(nul, 2);
+			struct sup s = {.root = kiln_global.root, .st = &st};
+			s.lg.logfd = logfd;
+			s.lg.fds[0] = outp[0];
+			s.lg.fds[1] = errp[0];
+			s.close_after_start[0] = outp[1];
+			s.close_after_start[1] = errp[1];
+			spec.stdout_fd = o.tty ? -1 : outp[1];
+			spec.stderr_fd = o.tty ? -1 : errp[1];
+			spec.stdin_fd = nul;
+			spec.interactive = false;
+			spec.on_start = sup_on_start;
+			spec.on_start_arg = &s;
+			if (o.tty) {
+				spec.on_tty = sup_on_tty;
+				spec.on_tty_arg = &s;
+			}
+			struct kiln_exit ex;
+			struct kiln_err e2 = {0};
+			int r = kiln_sandbox_run(&spec, &ex, &e2);
+			for (int i = 0; i < 2; i++)
+				if (s.close_after_start[i] >= 0)
+					close(s.close_after_start[i]);
+			if (s.lg.started)
+				pthread_join(s.lg.th, NULL);
+			if (r < 0) {
+				log_line(logfd, "stderr", e2.msg, strlen(e2.msg));
+				st.exit_code = e2.exit_code ? e2.exit_code : 125;
+			} else {
+				st.exit_code = ex.code;
+				st.oom_killed = ex.oom_killed;
+				if (ex.message[0])
+					log_line(logfd, "stderr", ex.message, strlen(ex.message));
+			}
+			snprintf(st.status, sizeof(st.status), "exited");
+			st.pid = 0;
+			iso_now(st.finished, sizeof(st.finished));
+			if (have_image && o.rm)
+				run_image_free(&ri, true);
+			if (o.rm)
+				kiln_rm_rf(cdir, NULL);
+			else
+				kiln_container_save(kiln_global.root, &st, &e2);
+			_exit(0);
+		}
+		waitpid(p, NULL, 0);
+		for (int i = 0; i < 2; i++) {
+			if (outp[i] >= 0)
+				close(outp[i]);
+			if (errp[i] >= 0)
+				close(errp[i]);
+		}
+		/* wait until the supervisor reports the start (or the failure) */
+		for (int i = 0; i < 1000; i++) {
+			struct kiln_container_state now;
+			if (kiln_container_load(kiln_global.root, id, &now, NULL) < 0) {
+				if (o.rm)
+					break;   /* already ran and removed */
+				continue;
+			}
+			if (!strcmp(now.status, "exited") && now.exit_code == 125 && !now.started[0]) {
+				char *logp = kiln_xasprintf("%s/log", cdir);
+				char *text = NULL;
+				kiln_read_file(logp, 1 << 16, &text, NULL, NULL);
+				free(logp);
+				json_t *j = text ? json_loads(text, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+				kiln_err_set(&err, 0, "%s", j ? json_string_value(json_object_get(j, "log")) : "container failed to start");
+				json_decref(j);
+				free(text);
+				goto fail;
+			}
+			if (strcmp(now.status, "created") != 0)
+				break;
+			struct timespec ts = {0, 5000000};
+			nanosleep(&ts, NULL);
+		}
+		printf("%s\n", id);
+		rc = 0;
+		/* the supervisor owns the snapshot now */
+		if (have_image) {
+			if (ri.snap)
+				kiln_snap_release(ri.snap);
+			ri.snap = NULL;
+			run_image_free(&ri, false);
+			have_image = false;
+		}
+		goto out;
+	}
+
+	struct kiln_exit ex;
+	if (record) {
+		snprintf(st.status, sizeof(st.status), "running");
+		iso_now(st.started, sizeof(st.started));
+	}
+	if (kiln_sandbox_run(&spec, &ex, &err) < 0) {
+		rc = err.exit_code ? err.exit_code : KILN_EXIT_SETUP;
+		if (record) {
+			st.exit_code = rc;
+			snprintf(st.status, sizeof(st.status), "exited");
+			iso_now(st.finished, sizeof(st.finished));
+			if (o.rm)
+				kiln_rm_rf(cdir, NULL);
+			else
+				kiln_container_save(kiln_global.root, &st, NULL);
+		}
+		goto fail;
+	}
+	if (ex.message[0])
+		fprintf(stderr, "kiln: %s\n", ex.message);
+	rc = ex.code;
+	if (record) {
+		st.exit_code = ex.code;
+		st.oom_killed = ex.oom_killed;
+		snprintf(st.status, sizeof(st.status), "exited");
+		iso_now(st.finished, sizeof(st.finished));
+		if (o.rm)
+			kiln_rm_rf(cdir, NULL);
+		else
+			kiln_container_save(kiln_global.root, &st, NULL);
+	}
+	goto out;
+fail:
+	kiln_err_print(&err);
+	if (rc == 0)
+		rc = KILN_EXIT_SETUP;
+out:
+	if (have_image)
+		run_image_free(&ri, o.rm || rc == KILN_EXIT_SETUP);
+	if (devnull >= 0)
+		close(devnull);
+	if (mounts) {
+		for (size_t i = 0; i < nm; i++) {
+			free((char *)mounts[i].source);
+			free((char *)mounts[i].target);
+			free((char *)mounts[i].options);
+		}
+		free(mounts);
+	}
+	if (ports) {
+		for (size_t i = 0; i < o.ports.n; i++)
+			free((char *)ports[i].host_ip);
+		free(ports);
+	}
+	free(cdir);
+	kiln_strv_free(&env);
+	kiln_strv_free(&argvv);
+	kiln_run_opts_free(&o);
+	return rc;
+}

@@ -1,0 +1,211 @@
+/* kiln — container state under <root>/containers/<id>/. */
+#include "runtime/container.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+void kiln_container_new_id(char out[65])
+{
+	unsigned char b[32];
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		uint64_t t = kiln_now_ns() ^ ((uint64_t)getpid() << 32);
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (unsigned char)((t >> ((i % 8) * 8)) + i * 131);
+	}
+	for (size_t i = 0; i < sizeof(b); i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+	out[64] = '\0';
+}
+
+char *kiln_container_dir(const char *root, const char *id)
+{
+	return kiln_xasprintf("%s/containers/%s", root, id);
+}
+
+static void set_str(json_t *o, const char *k, const char *v)
+{
+	json_object_set_new(o, k, json_string(v ? v : ""));
+}
+
+static void get_str(json_t *o, const char *k, char *dst, size_t len)
+{
+	const char *v = json_string_value(json_object_get(o, k));
+	snprintf(dst, len, "%s", v ? v : "");
+}
+
+int kiln_container_save(const char *root, const struct kiln_container_state *st, struct kiln_err *err)
+{
+	json_t *o = json_object();
+	set_str(o, "id", st->id);
+	set_str(o, "name", st->name);
+	set_str(o, "image", st->image);
+	set_str(o, "command", st->command);
+	set_str(o, "status", st->status);
+	json_object_set_new(o, "pid", json_integer(st->pid));
+	json_object_set_new(o, "supervisor", json_integer(st->supervisor));
+	json_object_set_new(o, "exit_code", json_integer(st->exit_code));
+	json_object_set_new(o, "oom_killed", json_boolean(st->oom_killed));
+	set_str(o, "stop_signal", st->stop_signal);
+	json_object_set_new(o, "auto_remove", json_boolean(st->auto_remove));
+	set_str(o, "created", st->created);
+	set_str(o, "started", st->started);
+	set_str(o, "finished", st->finished);
+	set_str(o, "ports", st->ports);
+	char *text = json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
+	json_decref(o);
+	char *dir = kiln_container_dir(root, st->id);
+	int r = kiln_mkdir_p(dir, 0700, err);
+	if (r == 0) {
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0) {
+			r = kiln_err_set(err, errno, "opening %s", dir);
+		} else {
+			r = kiln_write_file_atomic(dfd, "state.json", text, strlen(text), 0600, err);
+			close(dfd);
+		}
+	}
+	free(dir);
+	free(text);
+	return r;
+}
+
+int kiln_container_load(const char *root, const char *id, struct kiln_container_state *st,
+			struct kiln_err *err)
+{
+	memset(st, 0, sizeof(*st));
+	char *path = kiln_xasprintf("%s/containers/%s/state.json", root, id);
+	json_error_t je;
+	json_t *o = json_load_file(path, 0, &je);
+	if (!o) {
+		kiln_err_set(err, 0, "reading %s: %s", path, je.text);
+		free(path);
+		return -1;
+	}
+	free(path);
+	get_str(o, "id", st->id, sizeof(st->id));
+	get_str(o, "name", st->name, sizeof(st->name));
+	get_str(o, "image", st->image, sizeof(st->image));
+	get_str(o, "command", st->command, sizeof(st->command));
+	get_str(o, "status", st->status, sizeof(st->status));
+	st->pid = (pid_t)json_integer_value(json_object_get(o, "pid"));
+	st->supervisor = (pid_t)json_integer_value(json_object_get(o, "supervisor"));
+	st->exit_code = (int)json_integer_value(json_object_get(o, "exit_code"));
+	st->oom_killed = json_is_true(json_object_get(o, "oom_killed"));
+	get_str(o, "stop_signal", st->stop_signal, sizeof(st->stop_signal));
+	st->auto_remove = json_is_true(json_object_get(o, "auto_remove"));
+	get_str(o, "created", st->created, sizeof(st->created));
+	get_str(o, "started", st->started, sizeof(st->started));
+	get_str(o, "finished", st->finished, sizeof(st->finished));
+	get_str(o, "ports", st->ports, sizeof(st->ports));
+	json_decref(o);
+	if (!st->id[0])
+		snprintf(st->id, sizeof(st->id), "%s", id);
+	return 0;
+}
+
+int kiln_container_find(const char *root, const char *ref, struct kiln_container_state *st,
+			struct kiln_err *err)
+{
+	if (!ref || !ref[0])
+		return kiln_err_set(err, 0, "no container given");
+	char *dir = kiln_xasprintf("%s/containers", root);
+	DIR *d = opendir(dir);
+	free(dir);
+	if (!d)
+		return kiln_err_set(err, 0, "No such container: %s", ref);
+	struct dirent *e;
+	char found[65] = "";
+	int matches = 0;
+	bool exact = false;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || strlen(e->d_name) != 64)
+			continue;
+		struct kiln_container_state s;
+		if (kiln_container_load(root, e->d_name, &s, NULL) < 0)
+			continue;
+		if (!strcmp(s.name, ref) || !strcmp(s.id, ref)) {
+			snprintf(found, sizeof(found), "%s", e->d_name);
+			exact = true;
+			break;
+		}
+		if (!strncmp(s.id, ref, strlen(ref))) {
+			snprintf(found, sizeof(found), "%s", e->d_name);
+			matches++;
+		}
+	}
+	closedir(d);
+	if (!exact && matches > 1)
+		return kiln_err_set(err, 0, "multiple containers match \"%s\"", ref);
+	if (!found[0])
+		return kiln_err_set(err, 0, "No such container: %s", ref);
+	return kiln_container_load(root, found, st, err);
+}
+
+bool kiln_container_running(const struct kiln_container_state *st)
+{
+	if (strcmp(st->status, "running") != 0 || st->pid <= 0)
+		return false;
+	if (kill(st->pid, 0) < 0 && errno == ESRCH)
+		return false;
+	/* the supervisor owns the container; when it is gone, so is the container */
+	if (st->supervisor > 0 && kill(st->supervisor, 0) < 0 && errno == ESRCH)
+		return false;
+	return true;
+}
+
+int kiln_container_inspect_cmd(const char *name)
+{
+	const char *root = getenv("KILN_ROOT");
+	extern __attribute__((weak)) struct { const char *root; } kiln_global;
+	if (&kiln_global && kiln_global.root)
+		root = kiln_global.root;
+	if (!root || !root[0])
+		root = "/var/lib/kiln";
+	struct kiln_container_state st;
+	struct kiln_err err = {0};
+	if (kiln_container_find(root, name, &st, &err) < 0)
+		return 1;
+	bool running = kiln_container_running(&st);
+	json_t *o = json_object();
+	json_object_set_new(o, "Id", json_string(st.id));
+	json_object_set_new(o, "Created", json_string(st.created));
+	json_t *cmd = json_array();
+	json_array_append_new(cmd, json_string(st.command));
+	json_object_set_new(o, "Args", cmd);
+	json_t *state = json_object();
+	json_object_set_new(state, "Status", json_string(running ? "running" : strcmp(st.status, "running") ? st.status : "exited"));
+	json_object_set_new(state, "Running", json_boolean(running));
+	json_object_set_new(state, "OOMKilled", json_boolean(st.oom_killed));
+	json_object_set_new(state, "Pid", json_integer(running ? st.pid : 0));
+	json_object_set_new(state, "ExitCode", json_integer(st.exit_code));
+	json_object_set_new(state, "StartedAt", json_string(st.started));
+	json_object_set_new(state, "FinishedAt", json_string(st.finished));
+	json_object_set_new(o, "State", state);
+	json_object_set_new(o, "Image", json_string(st.image));
+	json_object_set_new(o, "Name", json_string(st.name[0] ? st.name : ""));
+	json_t *hc = json_object();
+	json_object_set_new(hc, "AutoRemove", json_boolean(st.auto_remove));
+	json_object_set_new(o, "HostConfig", hc);
+	json_t *cfg = json_object();
+	json_object_set_new(cfg, "Image", json_string(st.image));
+	json_object_set_new(cfg, "StopSignal", json_string(st.stop_signal[0] ? st.stop_signal : "SIGTERM"));
+	json_object_set_new(o, "Config", cfg);
+	json_t *arr = json_array();
+	json_array_append_new(arr, o);
+	char *text = json_dumps(arr, JSON_INDENT(4));
+	json_decref(arr);
+	printf("%s\n", text);
+	free(text);
+	return 0;
+}
