@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <locale.h>
 #include <linux/openat2.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -654,6 +655,11 @@ int kiln_layer_write(int rootfd, const struct kiln_changes *changes,
 	struct wctx w = { .out_fd = out_fd, .err = err };
 	struct archive_entry *raw = NULL;
 	int rc = -1;
+	/* Names are bytes; under a UTF-8 LC_CTYPE (this thread only) libarchive
+	 * stores valid UTF-8 names as plain pax records and only other bytes with
+	 * hdrcharset=BINARY, whatever the process locale is: same output always. */
+	locale_t loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+	locale_t oldloc = loc ? uselocale(loc) : (locale_t)0;
 
 	if (build_list(changes, &list, err) < 0)
 		goto out;
@@ -742,6 +748,10 @@ out:
 	strmap_free(&hl.map);
 	kiln_strv_free(&hl.names);
 	wlist_free(&list);
+	if (loc) {
+		uselocale(oldloc);
+		freelocale(loc);
+	}
 	return rc;
 }
 

@@ -319,11 +319,14 @@ static size_t read_layer(int fd, struct rentry **out)
 	size_t n = 0;
 	struct archive_entry *e;
 	int r;
-	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
 		v = kiln_xrealloc(v, (n + 1) * sizeof *v);
 		struct rentry *x = &v[n++];
 		memset(x, 0, sizeof *x);
-		snprintf(x->name, sizeof x->name, "%s", archive_entry_pathname(e));
+		/* in the C locale a UTF-8 pax name has no multibyte form: use the UTF-8 one */
+		const char *nm = archive_entry_pathname(e) ? archive_entry_pathname(e) : archive_entry_pathname_utf8(e);
+		assert_non_null(nm);
+		snprintf(x->name, sizeof x->name, "%s", nm);
 		x->type = archive_entry_filetype(e);
 		x->perm = archive_entry_perm(e);
 		if (archive_entry_symlink(e))
@@ -452,6 +455,10 @@ static char *make_src_tree(void)
 		}
 		close(fd);
 	}
+	P("utf8-\xc3\xa9t\xc3\xa9");
+	put_file(p, "utf8", 0644);
+	P("bad-\xff\xfe");
+	put_file(p, "latin", 0644);
 	memset(g_longname, 'n', 240);
 	g_longname[240] = '\0';
 	P(g_longname);
@@ -481,7 +488,7 @@ static void all_changes(struct kiln_changes *ch)
 {
 	const char *paths[] = { "bin/tool", "bin/suid", "bin/link1", "bin/link2", "etc/link3", "bin/sym",
 				"bin/abs", "bin/fifo", "bin/null", "bin/xattr", "empty", "big", "etc/hosts",
-				"bin", "etc", g_longname, g_longpath };
+				"bin", "etc", g_longname, g_longpath, "utf8-\xc3\xa9t\xc3\xa9", "bad-\xff\xfe" };
 	for (size_t i = 0; i < sizeof paths / sizeof *paths; i++)
 		kiln_changes_add(ch, paths[i], KILN_CHANGE_ADD);
 }
@@ -846,7 +853,7 @@ static void test_round_trip(void **state)
 	}
 	const char *paths[] = { "etc", "etc/hosts", "bin", "bin/tool", "bin/suid", "bin/link1", "bin/sym",
 				"bin/abs", "bin/fifo", "bin/null", "bin/xattr", "empty", "big", g_longname,
-				g_longpath };
+				g_longpath, "utf8-\xc3\xa9t\xc3\xa9", "bad-\xff\xfe" };
 	for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
 		char *a = pjoin(src, paths[i]), *b = pjoin(dst, paths[i]);
 		assert_same_inode_meta(a, b, true);
@@ -1346,7 +1353,7 @@ static char *run_out(const char *cmd)
 {
 	FILE *f = popen(cmd, "r");
 	assert_non_null(f);
-	char buf[4096];
+	static char buf[1 << 20];
 	size_t n = fread(buf, 1, sizeof buf - 1, f);
 	buf[n] = '\0';
 	int st = pclose(f);
@@ -1396,8 +1403,15 @@ static void test_interop_tools(void **state)
 		free(hex);
 		free(cmd);
 		/* GNU tar lists it, with the hard link and the long path */
-		cmd = kiln_xasprintf("%s '%s' | tar -tvf - 2>&1", dec, blob);
+		cmd = kiln_xasprintf("%s '%s' | tar --quoting-style=literal -tvf - 2>&1", dec, blob);
 		char *list = run_out(cmd);
+		assert_non_null(strstr(list, " utf8-\xc3\xa9t\xc3\xa9"));
+		assert_non_null(strstr(list, " bad-\xff\xfe\n"));
+		/* hdrcharset=BINARY only for the name that is not UTF-8 */
+		int nbin = 0;
+		for (const char *q = list; (q = strstr(q, "hdrcharset")); q++)
+			nbin++;
+		assert_int_equal(nbin, 1);
 		assert_non_null(strstr(list, "bin/link2 link to bin/link1"));
 		assert_non_null(strstr(list, "bin/sym -> tool"));
 		assert_non_null(strstr(list, g_longpath));
