@@ -3,7 +3,8 @@
 #   reg_start DIR          start a docker-registry (distribution 2.8) on a free
 #                          127.0.0.1 port with storage under DIR; sets REG_PID,
 #                          REG_PORT, REG_ADDR (127.0.0.1:PORT).  Optional env:
-#                          REG_TLS_CERT/REG_TLS_KEY (serve https),
+#                          REG_TLS_CERT/REG_TLS_KEY (serve https), REG_TLS_CLIENTCA
+#                          (then require client certificates signed by it),
 #                          REG_AUTH_YAML (an "auth:" block, indented by 2),
 #                          REG_PORT (reuse a port, e.g. after a restart),
 #                          REG_ACCESSLOG_OFF=false (log every request to DIR/registry.log).
@@ -50,6 +51,10 @@ reg_start() {
 		tls="  tls:
     certificate: $REG_TLS_CERT
     key: $REG_TLS_KEY"
+		if [ -n "${REG_TLS_CLIENTCA:-}" ]; then
+			tls="$tls
+    clientcas: [$REG_TLS_CLIENTCA]"
+		fi
 	fi
 	cat >"$dir/config.yml" <<EOF
 version: 0.1
@@ -68,12 +73,15 @@ ${REG_AUTH_YAML:-}
 EOF
 	docker-registry serve "$dir/config.yml" >>"$dir/registry.log" 2>&1 &
 	REG_PID=$!
-	local scheme=http
-	[ -n "${REG_TLS_CERT:-}" ] && scheme=https
-	if ! reg_wait_http "$scheme://$REG_ADDR/v2/" -k; then
-		cat "$dir/registry.log" >&2
-		return 1
-	fi
+	local i
+	for i in $(seq 100); do
+		ss -Hltn "sport = :$REG_PORT" 2>/dev/null | grep -q LISTEN && return 0
+		kill -0 "$REG_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "docker-registry did not start on $REG_ADDR" >&2
+	cat "$dir/registry.log" >&2
+	return 1
 }
 
 reg_stop() {
