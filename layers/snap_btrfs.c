@@ -148,6 +148,11 @@ int snap_btrfs_changes(const char *child, struct snap_u64set *changed,
 	uint64_t otransid = 0;
 	if (child_otransid(child, &otransid, err))
 		return -1;
+	/* Inode updates wait in memory (delayed inodes) until a transaction
+	 * commits; the tree search only sees the btree, so commit first. */
+	enum btrfs_util_error be = btrfs_util_sync(child);
+	if (be)
+		return bu_err(err, be, "syncing", child);
 	int fd = open(child, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return kiln_err_set(err, errno, "opening %s", child);

@@ -77,8 +77,10 @@ char *snap_read_text(int dirfd, const char *path, struct kiln_err *err)
 		return NULL;
 	}
 	while (len && (data[len - 1] == '\n' || data[len - 1] == ' '))
-		data[--len] = 0;
-	return data;
+		len--;
+	char *s = kiln_xstrndup(data, len);   /* an empty read is not terminated */
+	free(data);
+	return s;
 }
 
 int snap_write_text(int dirfd, const char *path, const char *text, struct kiln_err *err)
