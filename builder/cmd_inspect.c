@@ -295,8 +295,10 @@ int kiln_cmd_inspect(int argc, char **argv)
 				out.len = 0;
 			}
 			fflush(stdout);
-			if (kiln_container_inspect_cmd(name) != 0)
+			if (kiln_container_inspect_cmd(name) != 0) {
+				fprintf(stderr, "kiln: Error: No such object: %s\n", name);
 				rc = KILN_EXIT_FAIL;
+			}
 			continue;
 		}
 		fprintf(stderr, "kiln: Error: No such %s: %s\n", images && !containers ? "image" : "object", name);
