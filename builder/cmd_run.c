@@ -781,9 +781,27 @@ int kiln_cmd_run(int argc, char **argv)
 				goto fail;
 			}
 		}
+		if (!o.name)
+			kiln_container_random_name(st.name, sizeof(st.name));
 		if (kiln_container_save(kiln_global.root, &st, &err) < 0)
 			goto fail;
 		cdir = kiln_container_dir(kiln_global.root, id);
+		/* what `kiln exec` needs to know about the container */
+		json_t *c = json_object();
+		json_t *ev = json_array();
+		for (size_t i = 0; i < env.n; i++)
+			json_array_append_new(ev, json_string(env.v[i]));
+		json_object_set_new(c, "env", ev);
+		json_object_set_new(c, "user", json_string(spec.user ? spec.user : ""));
+		json_object_set_new(c, "workdir", json_string(spec.cwd ? spec.cwd : "/"));
+		json_object_set_new(c, "privileged", json_boolean(o.privileged));
+		char *ctext = json_dumps(c, JSON_COMPACT);
+		json_decref(c);
+		char *cpath = kiln_xasprintf("%s/config.json", cdir);
+		struct kiln_err ignored = {0};
+		kiln_write_file_atomic(AT_FDCWD, cpath, ctext, strlen(ctext), 0600, &ignored);
+		free(cpath);
+		free(ctext);
 		spec.state_dir = cdir;
 	}
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -208,4 +209,109 @@ int kiln_container_inspect_cmd(const char *name)
 	printf("%s\n", text);
 	free(text);
 	return 0;
+}
+
+static int cmp_created(const void *a, const void *b)
+{
+	const struct kiln_container_state *x = a, *y = b;
+	return strcmp(y->created, x->created);
+}
+
+int kiln_container_list(const char *root, struct kiln_container_state **out, size_t *n,
+			struct kiln_err *err)
+{
+	*out = NULL;
+	*n = 0;
+	char *dir = kiln_xasprintf("%s/containers", root);
+	DIR *d = opendir(dir);
+	free(dir);
+	if (!d)
+		return 0;
+	size_t cap = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || strlen(e->d_name) != 64)
+			continue;
+		struct kiln_container_state s;
+		if (kiln_container_load(root, e->d_name, &s, NULL) < 0)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			*out = kiln_xrealloc(*out, cap * sizeof(**out));
+		}
+		(*out)[(*n)++] = s;
+	}
+	closedir(d);
+	if (*n)
+		qsort(*out, *n, sizeof(**out), cmp_created);
+	(void)err;
+	return 0;
+}
+
+static const struct { const char *name; int sig; } signames[] = {
+	{"HUP", SIGHUP}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"ILL", SIGILL}, {"TRAP", SIGTRAP},
+	{"ABRT", SIGABRT}, {"BUS", SIGBUS}, {"FPE", SIGFPE}, {"KILL", SIGKILL}, {"USR1", SIGUSR1},
+	{"SEGV", SIGSEGV}, {"USR2", SIGUSR2}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
+	{"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}, {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},
+	{"TTOU", SIGTTOU}, {"URG", SIGURG}, {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM},
+	{"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO}, {"PWR", SIGPWR}, {"SYS", SIGSYS},
+};
+
+int kiln_signal_from_name(const char *name)
+{
+	if (!name || !name[0])
+		return -1;
+	if (name[0] >= '0' && name[0] <= '9') {
+		char *end;
+		long v = strtol(name, &end, 10);
+		return (*end || v < 1 || v > 64) ? -1 : (int)v;
+	}
+	const char *n = name;
+	if (!strncasecmp(n, "SIG", 3))
+		n += 3;
+	for (size_t i = 0; i < sizeof(signames) / sizeof(signames[0]); i++)
+		if (!strcasecmp(n, signames[i].name))
+			return signames[i].sig;
+	return -1;
+}
+
+int kiln_container_signal(const struct kiln_container_state *st, int sig, struct kiln_err *err)
+{
+	if (!kiln_container_running(st))
+		return kiln_err_set(err, 0, "container %.12s is not running", st->id);
+	if (kill(st->pid, sig) < 0)
+		return kiln_err_set(err, errno, "signalling container %.12s", st->id);
+	return 0;
+}
+
+bool kiln_container_wait_stopped(const char *root, struct kiln_container_state *st, int timeout_ms)
+{
+	uint64_t end = kiln_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		struct kiln_container_state now;
+		if (kiln_container_load(root, st->id, &now, NULL) < 0)
+			return true;   /* removed (--rm) */
+		*st = now;
+		if (!kiln_container_running(st))
+			return true;
+		if (kiln_now_ns() >= end)
+			return false;
+		usleep(10000);
+	}
+}
+
+void kiln_container_random_name(char *buf, size_t len)
+{
+	static const char *const adj[] = {"brave", "calm", "eager", "fervent", "gentle", "happy", "jolly",
+		"keen", "lucid", "merry", "nifty", "quirky", "serene", "tender", "vibrant", "witty", "zealous",
+		"bold", "clever", "daring"};
+	static const char *const noun[] = {"turing", "hopper", "lovelace", "ritchie", "thompson", "knuth",
+		"dijkstra", "torvalds", "hamilton", "curie", "noether", "euler", "gauss", "kepler", "tesla",
+		"darwin", "shannon", "wozniak", "babbage", "pike"};
+	unsigned char r[2];
+	if (getrandom(r, 2, 0) != 2) {
+		r[0] = (unsigned char)getpid();
+		r[1] = (unsigned char)(kiln_now_ns() >> 10);
+	}
+	snprintf(buf, len, "%s_%s", adj[r[0] % 20], noun[r[1] % 20]);
 }

@@ -45,6 +45,23 @@ int kiln_container_find(const char *root, const char *ref, struct kiln_container
 /* True when st->pid is alive and still the container (pid reuse checked). */
 bool kiln_container_running(const struct kiln_container_state *st);
 
+/* All containers (sorted newest first); caller frees *out. */
+int kiln_container_list(const char *root, struct kiln_container_state **out, size_t *n,
+			struct kiln_err *err);
+
+/* "SIGTERM", "TERM", "15" -> 15; -1 when unknown. */
+int kiln_signal_from_name(const char *name);
+
+/* Send sig to the container's main process; 0, or -1 when it is not running. */
+int kiln_container_signal(const struct kiln_container_state *st, int sig, struct kiln_err *err);
+
+/* Wait up to timeout_ms for the container to stop (its supervisor records
+ * the exit); true when it stopped.  st is reloaded. */
+bool kiln_container_wait_stopped(const char *root, struct kiln_container_state *st, int timeout_ms);
+
+/* A docker-like random name ("brave_turing"). */
+void kiln_container_random_name(char *buf, size_t len);
+
 /* Print docker-like JSON for container NAME (id, prefix or name) on stdout.
  * Returns 0, or 1 when no such container (nothing printed, message on stderr
  * unless quiet).  Used by `kiln inspect` when NAME is not an image. */

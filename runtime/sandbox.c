@@ -1322,7 +1322,14 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 		}
 		c.state_dir = tmpdir;
 	}
-	if (kiln_cgroup_create(&cg, id, &spec->limits, err) < 0)
+	/* A cgroup of its own only when a limit asks for one: moving a task
+	 * between v1 cgroups waits for an RCU grace period (~15 ms here), the
+	 * largest single cost of a start.  Without limits the container stays
+	 * in kiln's own cgroup; the pid namespace still holds all its processes. */
+	const struct kiln_limits *lim = &spec->limits;
+	bool want_cg = lim->memory > 0 || lim->memory_swap > 0 || lim->nano_cpus > 0 ||
+		       lim->cpu_shares > 0 || lim->pids > 0;
+	if (want_cg && kiln_cgroup_create(&cg, id, lim, err) < 0)
 		goto out;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
 		kiln_err_set(err, errno, "socketpair");
