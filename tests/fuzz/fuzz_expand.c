@@ -1,0 +1,97 @@
+/* libFuzzer target: the shell-word expander (and, when the first byte's bit 1
+ * is set, the Dockerfile parser followed by the build plan).
+ *
+ * Input: byte 0 = mode (bit 0: escape '`' instead of '\\'; bit 1: plan mode),
+ * the rest = the word (or the Dockerfile).  Invariants: expanding as one word
+ * and as split words succeed or fail together; listing the references never
+ * fails when expansion succeeds; error messages are never empty. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/util.h"
+#include "parser/expand.h"
+#include "parser/parser.h"
+#include "parser/plan.h"
+
+static void fuzz_plan(const char *text, size_t len)
+{
+	struct kiln_df *df = NULL;
+	struct kiln_err err = {0};
+	if (kiln_parse(text, len, "Dockerfile", &df, &err) < 0)
+		return;
+	struct kiln_env args = {0};
+	kiln_env_set(&args, "A", "x");
+	struct kiln_plan *plan = NULL;
+	if (kiln_plan_build(df, &args, NULL, &plan, &err) == 0) {
+		if (!plan || plan->n_stages == 0 || plan->target < 0 || (size_t)plan->target >= plan->n_stages)
+			__builtin_trap();
+		int *need = NULL;
+		size_t n = 0;
+		if (kiln_plan_needed_stages(plan, -1, &need, &n, &err) < 0)
+			__builtin_trap();
+		/* build order: ascending, the target last */
+		if (n == 0 || need[n - 1] != plan->target)
+			__builtin_trap();
+		for (size_t i = 1; i < n; i++)
+			if (need[i] <= need[i - 1])
+				__builtin_trap();
+		free(need);
+		json_t *j = kiln_plan_to_json(plan);
+		if (!j)
+			__builtin_trap();
+		json_decref(j);
+		kiln_plan_free(plan);
+	} else if (!err.msg[0] || plan) {
+		__builtin_trap();
+	}
+	kiln_env_free(&args);
+	kiln_df_free(df);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1 || size > 64 * 1024)
+		return 0;
+	uint8_t mode = data[0];
+	char *text = kiln_xstrndup((const char *)data + 1, size - 1);
+	if (mode & 2) {
+		fuzz_plan((const char *)data + 1, size - 1);
+		free(text);
+		return 0;
+	}
+	char esc = (mode & 1) ? '`' : '\\';
+	struct kiln_env env = {0};
+	kiln_env_set(&env, "PWD", "/home");
+	kiln_env_set(&env, "EMPTY", "");
+	kiln_env_set(&env, "SP", " a  b ");
+	kiln_env_set(&env, "GLOB", "*?\\x/y}");
+	kiln_env_set(&env, "K", "\xed\x95\x9c\xea\xb5\xad");
+
+	struct kiln_err e1 = {0}, e2 = {0}, e3 = {0};
+	char *word = NULL;
+	struct kiln_strv words = {0}, refs = {0};
+	int r1 = kiln_expand_word(text, &env, esc, &word, &e1);
+	int r2 = kiln_expand_words(text, &env, esc, &words, &e2);
+	int r3 = kiln_expand_refs(text, esc, &refs, &e3);
+	if (r1 != r2)
+		__builtin_trap();
+	if (r1 == 0 && r3 != 0)
+		__builtin_trap();
+	if (r1 < 0 && (!e1.msg[0] || strcmp(e1.msg, e2.msg) != 0))
+		__builtin_trap();
+	if (r1 == 0) {
+		/* no split word is empty or contains an unquoted blank from the text */
+		for (size_t i = 0; i < words.n; i++)
+			if (!words.v[i][0])
+				__builtin_trap();
+	}
+	free(word);
+	kiln_strv_free(&words);
+	kiln_strv_free(&refs);
+	kiln_env_free(&env);
+	free(text);
+	return 0;
+}
