@@ -815,6 +815,19 @@ static la_ssize_t raw_read_cb(struct archive *a, void *ud, const void **out)
 	return n;
 }
 
+/* A name for messages: at most size-1 bytes, control bytes as '?', "..." when cut. */
+static void display_name(const char *name, char *out, size_t size)
+{
+	size_t n = 0, len = strlen(name);
+	for (; n + 1 < size && name[n]; n++) {
+		unsigned char ch = (unsigned char)name[n];
+		out[n] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+	}
+	out[n] = '\0';
+	if (len > n && size > 4)
+		memcpy(out + size - 4, "...", 4);
+}
+
 /* Split a tar name into clean components.  A leading '/' and "." parts are
  * dropped; ".." anywhere is refused.  Returns the joined clean path (possibly
  * "" for the root) or NULL with err set. */
@@ -832,7 +845,9 @@ static char *clean_entry_name(const char *name, struct kiln_err *err)
 		size_t n = e ? (size_t)(e - s) : strlen(s);
 		if (n == 2 && s[0] == '.' && s[1] == '.') {
 			kiln_buf_free(&b);
-			kiln_err_set(err, EPERM, "layer entry \"%.200s\" has a \"..\" component", name);
+			char disp[320];
+			display_name(name, disp, sizeof disp);
+			kiln_err_set(err, EPERM, "layer entry \"%s\" has a \"..\" component", disp);
 			return NULL;
 		}
 		if (!(n == 1 && s[0] == '.')) {
@@ -872,7 +887,7 @@ static int open_parent(struct actx *c, const char *dir, bool create, bool *missi
 	if (fd >= 0)
 		return fd;
 	if (errno != ENOENT) {
-		kiln_err_set(c->err, errno, "resolving directory %.300s in the layer root", dir);
+		kiln_err_set(c->err, errno, "resolving its directory in the layer root");
 		return -1;
 	}
 	if (!create) {
@@ -899,7 +914,7 @@ static int open_parent(struct actx *c, const char *dir, bool create, bool *missi
 				if (fstat(cur, &pst) == 0)
 					mark_created(c, &pst, s);
 			} else if (errno != EEXIST) {
-				kiln_err_set(c->err, errno, "creating directory %.300s", path);
+				kiln_err_set(c->err, errno, "creating a missing parent directory");
 				close(cur);
 				return -1;
 			}
@@ -910,7 +925,7 @@ static int open_parent(struct actx *c, const char *dir, bool create, bool *missi
 			next = openat2_fd(c->rootfd, path, O_PATH | O_DIRECTORY, 0, RES_ROOT);
 		}
 		if (next < 0) {
-			kiln_err_set(c->err, errno, "resolving directory %.300s in the layer root", path);
+			kiln_err_set(c->err, errno, "resolving its directory in the layer root");
 			close(cur);
 			return -1;
 		}
@@ -931,17 +946,17 @@ static int clear_slot(struct actx *c, int pfd, const char *base, bool keep_dir, 
 	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			return 0;
-		return kiln_err_set(c->err, errno, "layer entry %.300s: stat", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: stat", name);
 	}
 	if (S_ISDIR(st.st_mode)) {
 		if (keep_dir)
 			return 0;
 		if (kiln_rm_rf_at(pfd, base, c->err) < 0)
-			return kiln_err_wrap(c->err, "layer entry %.300s: removing the old directory", name);
+			return kiln_err_wrap(c->err, "layer entry %s: removing the old directory", name);
 		return 0;
 	}
 	if (unlinkat(pfd, base, 0) < 0 && errno != ENOENT)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: removing the old entry", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: removing the old entry", name);
 	return 0;
 }
 
@@ -963,7 +978,7 @@ static int apply_xattrs(struct actx *c, int fd, struct archive_entry *e, const c
 				continue;
 			if (en == EPERM || en == ENOTSUP)
 				continue;   /* user.* is not allowed on symlinks and devices */
-			return kiln_err_set(c->err, en, "layer entry %.300s: setting xattr %s", name, xn);
+			return kiln_err_set(c->err, en, "layer entry %s: setting xattr %s", name, xn);
 		}
 	}
 	return 0;
@@ -998,14 +1013,14 @@ static void entry_times(struct archive_entry *e, struct timespec ts[2])
 	}
 }
 
-static int owner_ids(struct actx *c, struct archive_entry *e, uid_t *uid, gid_t *gid)
+static int owner_ids(struct actx *c, struct archive_entry *e, const char *name, uid_t *uid, gid_t *gid)
 {
 	int64_t u = archive_entry_uid(e), g = archive_entry_gid(e);
 	u += c->o->uid_offset;
 	g += c->o->gid_offset;
 	if (u < 0 || g < 0 || u >= (int64_t)UINT32_MAX || g >= (int64_t)UINT32_MAX)
-		return kiln_err_set(c->err, ERANGE, "layer entry %.300s: owner %lld:%lld out of range",
-				    archive_entry_pathname(e), (long long)u, (long long)g);
+		return kiln_err_set(c->err, ERANGE, "layer entry %s: owner %lld:%lld out of range",
+				    name, (long long)u, (long long)g);
 	*uid = (uid_t)u;
 	*gid = (gid_t)g;
 	return 0;
@@ -1019,19 +1034,19 @@ static int finish_meta(struct actx *c, int pfd, const char *base, int fd, struct
 	if (c->o->keep_owner) {
 		uid_t uid;
 		gid_t gid;
-		if (owner_ids(c, e, &uid, &gid) < 0)
+		if (owner_ids(c, e, name, &uid, &gid) < 0)
 			return -1;
 		if (fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: chown", name);
+			return kiln_err_set(c->err, errno, "layer entry %s: chown", name);
 	}
 	if (!is_link && fchmodat(pfd, base, entry_perm(c, e), AT_SYMLINK_NOFOLLOW) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: chmod", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
 	if (apply_xattrs(c, fd, e, name) < 0)
 		return -1;
 	struct timespec ts[2];
 	entry_times(e, ts);
 	if (utimensat(pfd, base, ts, AT_SYMLINK_NOFOLLOW) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: setting times", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: setting times", name);
 	return 0;
 }
 
@@ -1039,7 +1054,7 @@ static int write_regular(struct actx *c, int pfd, const char *base, struct archi
 {
 	KILN_AUTOCLOSE int fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: create", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: create", name);
 	const void *blk;
 	size_t len;
 	la_int64_t off;
@@ -1050,10 +1065,10 @@ static int write_regular(struct actx *c, int pfd, const char *base, struct archi
 			break;
 		if (r < ARCHIVE_WARN)
 			return kiln_err_set(c->err, archive_errno(c->tar) > 0 ? archive_errno(c->tar) : 0,
-					    "layer entry %.300s: reading data: %s", name,
+					    "layer entry %s: reading data: %s", name,
 					    archive_error_string(c->tar) ? archive_error_string(c->tar) : "error");
 		if (off < 0)
-			return kiln_err_set(c->err, EINVAL, "layer entry %.300s: bad data offset", name);
+			return kiln_err_set(c->err, EINVAL, "layer entry %s: bad data offset", name);
 		const char *p = blk;
 		size_t left = len;
 		int64_t at = off;
@@ -1062,7 +1077,7 @@ static int write_regular(struct actx *c, int pfd, const char *base, struct archi
 			if (w < 0) {
 				if (errno == EINTR)
 					continue;
-				return kiln_err_set(c->err, errno, "layer entry %.300s: write", name);
+				return kiln_err_set(c->err, errno, "layer entry %s: write", name);
 			}
 			p += w;
 			left -= (size_t)w;
@@ -1073,23 +1088,23 @@ static int write_regular(struct actx *c, int pfd, const char *base, struct archi
 	}
 	int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : end;
 	if (size > end && ftruncate(fd, size) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: truncate", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: truncate", name);
 	if (c->o->keep_owner) {
 		uid_t uid;
 		gid_t gid;
-		if (owner_ids(c, e, &uid, &gid) < 0)
+		if (owner_ids(c, e, name, &uid, &gid) < 0)
 			return -1;
 		if (fchown(fd, uid, gid) < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: chown", name);
+			return kiln_err_set(c->err, errno, "layer entry %s: chown", name);
 	}
 	if (fchmod(fd, entry_perm(c, e)) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: chmod", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
 	if (apply_xattrs(c, fd, e, name) < 0)
 		return -1;
 	struct timespec ts[2];
 	entry_times(e, ts);
 	if (futimens(fd, ts) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: setting times", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: setting times", name);
 	return 0;
 }
 
@@ -1099,25 +1114,25 @@ static int write_directory(struct actx *c, int pfd, const char *base, const char
 	if (clear_slot(c, pfd, base, true, name) < 0)
 		return -1;
 	if (mkdirat(pfd, base, 0700) < 0 && errno != EEXIST)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: mkdir", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: mkdir", name);
 	KILN_AUTOCLOSE int fd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: open directory", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: open directory", name);
 	if (c->o->keep_owner) {
 		uid_t uid;
 		gid_t gid;
-		if (owner_ids(c, e, &uid, &gid) < 0)
+		if (owner_ids(c, e, name, &uid, &gid) < 0)
 			return -1;
 		if (fchown(fd, uid, gid) < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: chown", name);
+			return kiln_err_set(c->err, errno, "layer entry %s: chown", name);
 	}
 	if (fchmod(fd, entry_perm(c, e)) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: chmod", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
 	if (apply_xattrs(c, fd, e, name) < 0)
 		return -1;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: stat", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: stat", name);
 	size_t *idx = strmap_find(&c->diridx, path);
 	struct dirrec *d;
 	if (idx) {
@@ -1143,14 +1158,14 @@ static int opaque_clear(struct actx *c, int pfd, const char *name)
 {
 	struct stat pst;
 	if (fstat(pfd, &pst) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: stat", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: stat", name);
 	int dfd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: open directory", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: open directory", name);
 	DIR *d = fdopendir(dfd);
 	if (!d) {
 		close(dfd);
-		return kiln_err_set(c->err, errno, "layer entry %.300s: opendir", name);
+		return kiln_err_set(c->err, errno, "layer entry %s: opendir", name);
 	}
 	struct kiln_strv victims = {0};
 	struct dirent *de;
@@ -1166,19 +1181,21 @@ static int opaque_clear(struct actx *c, int pfd, const char *name)
 	int rc = 0;
 	for (size_t i = 0; i < victims.n && rc == 0; i++)
 		if (kiln_rm_rf_at(pfd, victims.v[i], c->err) < 0)
-			rc = kiln_err_wrap(c->err, "layer entry %.300s: opaque directory", name);
+			rc = kiln_err_wrap(c->err, "layer entry %s: opaque directory", name);
 	kiln_strv_free(&victims);
 	return rc;
 }
 
 static int apply_entry(struct actx *c, struct archive_entry *e)
 {
-	const char *raw = archive_entry_pathname(e);
-	if (!raw)
-		raw = archive_entry_pathname_utf8(e);
-	if (!raw)
+	const char *rawname = archive_entry_pathname(e);
+	if (!rawname)
+		rawname = archive_entry_pathname_utf8(e);
+	if (!rawname)
 		return kiln_err_set(c->err, EINVAL, "layer entry without a usable name");
-	KILN_AUTOFREE char *path = clean_entry_name(raw, c->err);
+	char raw[320];   /* the name as shown in messages */
+	display_name(rawname, raw, sizeof raw);
+	KILN_AUTOFREE char *path = clean_entry_name(rawname, c->err);
 	if (!path)
 		return -1;
 	if (!*path)
@@ -1187,45 +1204,47 @@ static int apply_entry(struct actx *c, struct archive_entry *e)
 	KILN_AUTOFREE char *dir = slash ? kiln_xstrndup(path, (size_t)(slash - path)) : kiln_xstrdup("");
 	const char *base = slash ? slash + 1 : path;
 	if (strlen(base) > NAME_MAX)
-		return kiln_err_set(c->err, ENAMETOOLONG, "layer entry %.200s...: name too long", raw);
+		return kiln_err_set(c->err, ENAMETOOLONG, "layer entry %s: name too long", raw);
 
 	if (c->o->whiteouts && kiln_str_has_prefix(base, ".wh.")) {
 		if (!strcmp(base, ".wh..wh..opq")) {
 			KILN_AUTOCLOSE int pfd = open_parent(c, dir, true, NULL);
 			if (pfd < 0)
-				return kiln_err_wrap(c->err, "layer entry %.300s", raw);
+				return kiln_err_wrap(c->err, "layer entry %s", raw);
 			return opaque_clear(c, pfd, raw);
 		}
 		if (kiln_str_has_prefix(base, ".wh..wh."))
 			return 0;   /* aufs metadata, meaningless here */
 		const char *victim = base + 4;
 		if (!*victim || !strcmp(victim, ".") || !strcmp(victim, ".."))
-			return kiln_err_set(c->err, EINVAL, "layer entry %.300s: invalid whiteout", raw);
+			return kiln_err_set(c->err, EINVAL, "layer entry %s: invalid whiteout", raw);
 		bool missing = false;
 		KILN_AUTOCLOSE int pfd = open_parent(c, dir, false, &missing);
 		if (pfd < 0)
-			return missing ? 0 : kiln_err_wrap(c->err, "layer entry %.300s", raw);
+			return missing ? 0 : kiln_err_wrap(c->err, "layer entry %s", raw);
 		if (kiln_rm_rf_at(pfd, victim, c->err) < 0)
-			return kiln_err_wrap(c->err, "layer entry %.300s: whiteout", raw);
+			return kiln_err_wrap(c->err, "layer entry %s: whiteout", raw);
 		return 0;
 	}
 
 	KILN_AUTOCLOSE int pfd = open_parent(c, dir, true, NULL);
 	if (pfd < 0)
-		return kiln_err_wrap(c->err, "layer entry %.300s", raw);
+		return kiln_err_wrap(c->err, "layer entry %s", raw);
 	struct stat pst;
 	if (fstat(pfd, &pst) < 0)
-		return kiln_err_set(c->err, errno, "layer entry %.300s: stat parent", raw);
+		return kiln_err_set(c->err, errno, "layer entry %s: stat parent", raw);
 
-	const char *hardlink = archive_entry_hardlink(e);
-	if (!hardlink)
-		hardlink = archive_entry_hardlink_utf8(e);
-	if (hardlink) {
-		KILN_AUTOFREE char *tpath = clean_entry_name(hardlink, c->err);
+	const char *hardlink_raw = archive_entry_hardlink(e);
+	if (!hardlink_raw)
+		hardlink_raw = archive_entry_hardlink_utf8(e);
+	if (hardlink_raw) {
+		char hardlink[320];
+		display_name(hardlink_raw, hardlink, sizeof hardlink);
+		KILN_AUTOFREE char *tpath = clean_entry_name(hardlink_raw, c->err);
 		if (!tpath)
-			return kiln_err_wrap(c->err, "hard link %.300s", raw);
+			return kiln_err_wrap(c->err, "hard link %s", raw);
 		if (!*tpath)
-			return kiln_err_set(c->err, EPERM, "layer entry %.300s: hard link to the root", raw);
+			return kiln_err_set(c->err, EPERM, "layer entry %s: hard link to the root", raw);
 		char *ts = strrchr(tpath, '/');
 		KILN_AUTOFREE char *tdir = ts ? kiln_xstrndup(tpath, (size_t)(ts - tpath)) : kiln_xstrdup("");
 		const char *tbase = ts ? ts + 1 : tpath;
@@ -1233,16 +1252,16 @@ static int apply_entry(struct actx *c, struct archive_entry *e)
 		KILN_AUTOCLOSE int tpfd = open_parent(c, tdir, false, &missing);
 		if (tpfd < 0) {
 			if (missing)
-				return kiln_err_set(c->err, ENOENT, "layer entry %.300s: hard link target %.300s",
+				return kiln_err_set(c->err, ENOENT, "layer entry %s: hard link target %s",
 						    raw, hardlink);
-			return kiln_err_wrap(c->err, "layer entry %.300s: hard link target", raw);
+			return kiln_err_wrap(c->err, "layer entry %s: hard link target", raw);
 		}
 		struct stat tst, dst;
 		if (fstatat(tpfd, tbase, &tst, AT_SYMLINK_NOFOLLOW) < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: hard link target %.300s",
+			return kiln_err_set(c->err, errno, "layer entry %s: hard link target %s",
 					    raw, hardlink);
 		if (S_ISDIR(tst.st_mode))
-			return kiln_err_set(c->err, EPERM, "layer entry %.300s: hard link to a directory", raw);
+			return kiln_err_set(c->err, EPERM, "layer entry %s: hard link to a directory", raw);
 		if (fstatat(pfd, base, &dst, AT_SYMLINK_NOFOLLOW) == 0 && dst.st_dev == tst.st_dev &&
 		    dst.st_ino == tst.st_ino) {
 			mark_created(c, &pst, base);
@@ -1251,7 +1270,7 @@ static int apply_entry(struct actx *c, struct archive_entry *e)
 		if (clear_slot(c, pfd, base, false, raw) < 0)
 			return -1;
 		if (linkat(tpfd, tbase, pfd, base, 0) < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: hard link to %.300s", raw, hardlink);
+			return kiln_err_set(c->err, errno, "layer entry %s: hard link to %s", raw, hardlink);
 		mark_created(c, &pst, base);
 		return 0;
 	}
@@ -1272,14 +1291,14 @@ static int apply_entry(struct actx *c, struct archive_entry *e)
 		if (!target)
 			target = archive_entry_symlink_utf8(e);
 		if (!target || !*target)
-			return kiln_err_set(c->err, EINVAL, "layer entry %.300s: symlink without a target", raw);
+			return kiln_err_set(c->err, EINVAL, "layer entry %s: symlink without a target", raw);
 		if (clear_slot(c, pfd, base, false, raw) < 0)
 			return -1;
 		if (symlinkat(target, pfd, base) < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: symlink", raw);
+			return kiln_err_set(c->err, errno, "layer entry %s: symlink", raw);
 		KILN_AUTOCLOSE int fd = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: open symlink", raw);
+			return kiln_err_set(c->err, errno, "layer entry %s: open symlink", raw);
 		rc = finish_meta(c, pfd, base, fd, e, raw, true);
 		break;
 	}
@@ -1294,10 +1313,10 @@ static int apply_entry(struct actx *c, struct archive_entry *e)
 			: makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
 		mode_t kind = type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO;
 		if (mknodat(pfd, base, kind | 0600, dev) < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: mknod", raw);
+			return kiln_err_set(c->err, errno, "layer entry %s: mknod", raw);
 		KILN_AUTOCLOSE int fd = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
-			return kiln_err_set(c->err, errno, "layer entry %.300s: open", raw);
+			return kiln_err_set(c->err, errno, "layer entry %s: open", raw);
 		rc = finish_meta(c, pfd, base, fd, e, raw, false);
 		break;
 	}
