@@ -316,7 +316,9 @@ int kiln_cmd_import(int argc, char **argv)
 	/* docker import: empty created_by, the message as comment */
 	json_t *h = json_array_get(json_object_get(img->config, "history"), 0);
 	json_object_del(h, "created_by");
-	char *comment = message ? kiln_xstrdup(message) : kiln_xasprintf("Imported from %s", src);
+	/* the base name only: a temporary directory must not change the id */
+	const char *base = strrchr(src, '/') ? strrchr(src, '/') + 1 : src;
+	char *comment = message ? kiln_xstrdup(message) : kiln_xasprintf("Imported from %s", base);
 	json_object_set_new(h, "comment", json_string(comment));
 	free(comment);
 	const char *tags[2] = {name, NULL};

@@ -1,0 +1,122 @@
+#!/bin/bash
+# save/load/import: the saved tar is an OCI layout (oci-image-tool, umoci) with
+# docker's manifest.json (podman load + run); save is deterministic; load round
+# trips ids and verifies digests; docker-archive input (from skopeo) loads;
+# import of the same tarball (any compression) gives the same id in two roots.
+set -eu
+: "${KILN:?}" "${KILN_SRC:?}"
+work=$(mktemp -d)
+export KILN_ROOT=$work/a
+P=$work/podman
+cleanup() {
+	if [ -d "$P" ]; then
+		podman --root "$P/root" --runroot "$P/run" --storage-driver vfs rm -a -f >/dev/null 2>&1 || true
+		grep -o " $P/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	fi
+	# the cgroups podman made under our --cgroup-parent, deepest first
+	find /sys/fs/cgroup/ -maxdepth 4 -depth -type d -path "*/kiln_e2e_store_$$*" -exec rmdir {} \; 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+REF=docker.io/library/busybox:latest
+
+"$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
+id=$("$KILN" inspect -f '{{.Id}}' busybox)
+
+# save: one tar, OCI layout + manifest.json
+"$KILN" save -o "$work/bb.tar" busybox
+tar -tf "$work/bb.tar" >"$work/list"
+for f in oci-layout index.json manifest.json; do grep -qx "$f" "$work/list" || fail "save lacks $f"; done
+mkdir "$work/x" && tar -xf "$work/bb.tar" -C "$work/x"
+[ "$(jq -r '.[0].RepoTags[0]' "$work/x/manifest.json")" = busybox:latest ] || fail "manifest.json RepoTags"
+[ "$(jq -r '.[0].Config' "$work/x/manifest.json")" = "blobs/sha256/${id:7}" ] || fail "manifest.json Config"
+[ -f "$work/x/$(jq -r '.[0].Layers[0]' "$work/x/manifest.json")" ] || fail "manifest.json layer path"
+oci-image-tool validate --type image --ref "name=$REF" "$work/x" || fail "oci-image-tool validate of the saved tar"
+umoci unpack --image "$work/x:$REF" "$work/b1" >/dev/null || fail "umoci unpack of the saved tar"
+[ -x "$work/b1/rootfs/bin/busybox" ] || fail "unpacked rootfs lacks busybox"
+# deterministic
+"$KILN" save -o "$work/bb2.tar" busybox
+cmp -s "$work/bb.tar" "$work/bb2.tar" || fail "two saves differ"
+# oci-dir
+"$KILN" save --format oci-dir -o "$work/od" busybox
+umoci unpack --image "$work/od:$REF" "$work/b2" >/dev/null || fail "umoci unpack of the oci-dir"
+# stdout
+"$KILN" save busybox >"$work/bb3.tar"
+cmp -s "$work/bb.tar" "$work/bb3.tar" || fail "save to stdout differs"
+
+# load round trip into another root
+out=$(KILN_ROOT=$work/b "$KILN" load -i "$work/bb.tar")
+[ "$out" = "Loaded image: busybox:latest" ] || fail "load said: $out"
+[ "$(KILN_ROOT=$work/b "$KILN" inspect -f '{{.Id}}' busybox)" = "$id" ] || fail "loaded id differs"
+KILN_ROOT=$work/b "$KILN" fsck >/dev/null || fail "fsck after load"
+# from stdin, compressed
+gzip -c "$work/bb.tar" >"$work/bb.tar.gz"
+KILN_ROOT=$work/c "$KILN" load <"$work/bb.tar.gz" | grep -q "Loaded image: busybox:latest" || fail "load of a gz archive from stdin"
+
+# a tampered blob is refused and tags nothing
+cp -r "$work/x" "$work/t"
+cfg=$work/t/blobs/sha256/${id:7}
+chmod u+w "$cfg"
+sed -i 's/"sh"/"id"/' "$cfg"
+tar -C "$work/t" -cf "$work/tampered.tar" .
+set +e
+KILN_ROOT=$work/d "$KILN" load -i "$work/tampered.tar" 2>"$work/err"; rc=$?
+set -e
+[ $rc -eq 1 ] || fail "load of a tampered archive: exit $rc"
+grep -q "digest mismatch" "$work/err" || fail "tampered load error: $(cat "$work/err")"
+[ -z "$(KILN_ROOT=$work/d "$KILN" images -q)" ] || fail "a tampered load tagged something"
+
+# docker-archive input (written by skopeo)
+skopeo copy -q "oci:$KILN_ROOT:$REF" "docker-archive:$work/docker.tar:busybox:dock" || fail "skopeo copy to docker-archive"
+KILN_ROOT=$work/b "$KILN" load -i "$work/docker.tar" | grep -q "Loaded image: busybox:dock" || fail "load of a docker-archive"
+[ "$(KILN_ROOT=$work/b "$KILN" inspect -f '{{json .RootFS.Layers}}' busybox:dock)" = \
+  "$("$KILN" inspect -f '{{json .RootFS.Layers}}' busybox)" ] || fail "docker-archive diff_ids differ"
+KILN_ROOT=$work/b "$KILN" fsck >/dev/null || fail "fsck after docker-archive load"
+
+# import: the same tarball in any compression, in two roots, gives one id
+mkdir -p "$work/tree/etc" "$work/tree/bin"
+echo hello >"$work/tree/etc/greeting"
+cp /bin/busybox "$work/tree/bin/busybox"
+ln -s busybox "$work/tree/bin/sh"
+ln "$work/tree/etc/greeting" "$work/tree/etc/hardlink"
+find "$work/tree" -exec touch -h -d @1700000000 {} +
+tar -C "$work/tree" -cf "$work/tree.tar" .
+gzip -k "$work/tree.tar"; xz -k "$work/tree.tar"; zstd -q -k "$work/tree.tar"
+export SOURCE_DATE_EPOCH=1600000000
+i1=$(KILN_ROOT=$work/i1 "$KILN" import -m tree "$work/tree.tar" t:1)
+i2=$(KILN_ROOT=$work/i2 "$KILN" import -m tree "$work/tree.tar.gz" t:1)
+i3=$(KILN_ROOT=$work/i2 "$KILN" import -m tree "$work/tree.tar.xz" t:2)
+i4=$(KILN_ROOT=$work/i2 "$KILN" import -m tree - t:3 <"$work/tree.tar.zst")
+[ "$i1" = "$i2" ] && [ "$i2" = "$i3" ] && [ "$i3" = "$i4" ] || fail "import ids differ: $i1 $i2 $i3 $i4"
+find "$work/tree" -exec touch -h -d @1800000000 {} +   # newer mtimes: clamped to SOURCE_DATE_EPOCH
+tar -C "$work/tree" -cf "$work/tree2.tar" .
+i5=$(KILN_ROOT=$work/i1 "$KILN" import -m tree "$work/tree2.tar" t:5)
+[ "$i5" = "$i1" ] || fail "mtimes after SOURCE_DATE_EPOCH were not clamped"
+i6=$(KILN_ROOT=$work/i1 "$KILN" import -c 'ENTRYPOINT ["/bin/sh"]' -c 'ENV A=1 B=2' -c 'WORKDIR /etc' -c 'EXPOSE 80' -m msg "$work/tree.tar" t:6)
+[ "$i6" != "$i1" ] || fail "--change did not change the config"
+[ "$(KILN_ROOT=$work/i1 "$KILN" inspect -f '{{json .Config.Entrypoint}} {{json .Config.Env}} {{.Config.WorkingDir}} {{.Comment}}' t:6)" = \
+  '["/bin/sh"] ["A=1","B=2"] /etc msg' ] || fail "import --change result"
+unset SOURCE_DATE_EPOCH
+umoci unpack --image "$work/i1:docker.io/library/t:1" "$work/b3" >/dev/null || fail "umoci unpack of an imported image"
+[ "$(cat "$work/b3/rootfs/etc/hardlink")" = hello ] || fail "imported content"
+[ "$(stat -c %i "$work/b3/rootfs/etc/hardlink")" = "$(stat -c %i "$work/b3/rootfs/etc/greeting")" ] || fail "hard link lost"
+
+# podman loads the saved archive and runs it
+if command -v podman >/dev/null; then
+	mkdir -p "$P"
+	cat >"$P/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+CONF
+	export CONTAINERS_CONF=$P/containers.conf
+	PD="podman --root $P/root --runroot $P/run --tmpdir $P/tmp --storage-driver vfs"
+	$PD load -i "$work/bb.tar" 2>&1 | grep -q "Loaded image: docker.io/library/busybox:latest" || fail "podman load"
+	out=$($PD run --rm --runtime runc --cgroup-parent=/kiln_e2e_store_$$ --network none busybox:latest sh -c 'echo hi; id -u')
+	[ "$out" = "$(printf 'hi\n0')" ] || fail "podman run said: $out"
+fi
+echo "store save/load ok"
