@@ -27,6 +27,7 @@
 struct kiln_run_opts {
 	bool detach, interactive, tty, rm, privileged, read_only, init, no_new_privs;
 	bool entrypoint_set;
+	bool help;
 	const char *name, *workdir, *user, *entrypoint, *network, *hostname, *rootfs;
 	const char *seccomp_file;
 	enum kiln_seccomp_mode seccomp;
@@ -198,6 +199,10 @@ int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_e
 		}
 		if (a[0] != '-' || !a[1])
 			break;
+		if (!strcmp(a, "--help")) {
+			o->help = true;
+			return 0;
+		}
 		if (a[1] != '-' && !takes_value(a)) {
 			/* a cluster of boolean short flags: -d -i -t -it -dit ... */
 			for (const char *c = a + 1; *c; c++) {
@@ -574,7 +579,12 @@ static void join_cmd(char *const *v, char *buf, size_t len)
 
 int kiln_cmd_run(int argc, char **argv)
 {
-	if (kiln_cli_wants_help(argc, argv)) {
+	/* -h is --hostname here, as in docker: only --help among our own flags */
+	struct kiln_err err = {0};
+	struct kiln_run_opts o;
+	int prc = kiln_run_parse(argc, argv, &o, &err);
+	if (prc == 0 && o.help) {
+		kiln_run_opts_free(&o);
 		printf("Usage: kiln run [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
 		       "       kiln run [OPTIONS] --rootfs DIR COMMAND [ARG...]\n\n"
 		       "Run a command in a new container.\n\n"
@@ -608,9 +618,7 @@ int kiln_cmd_run(int argc, char **argv)
 		       "      --rootfs DIR        run DIR as the root filesystem instead of an image\n");
 		return 0;
 	}
-	struct kiln_err err = {0};
-	struct kiln_run_opts o;
-	if (kiln_run_parse(argc, argv, &o, &err) < 0) {
+	if (prc < 0) {
 		kiln_err_print(&err);
 		kiln_run_opts_free(&o);
 		return KILN_EXIT_USAGE;
