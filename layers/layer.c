@@ -913,6 +913,13 @@ static int open_parent(struct actx *c, const char *dir, bool create, bool *missi
 				struct stat pst;
 				if (fstat(cur, &pst) == 0)
 					mark_created(c, &pst, s);
+				/* owned by the image's root (the id offset) like the rest */
+				if (c->o->keep_owner &&
+				    fchownat(cur, s, c->o->uid_offset, c->o->gid_offset, AT_SYMLINK_NOFOLLOW) < 0) {
+					kiln_err_set(c->err, errno, "chown of a missing parent directory");
+					close(cur);
+					return -1;
+				}
 			} else if (errno != EEXIST) {
 				kiln_err_set(c->err, errno, "creating a missing parent directory");
 				close(cur);
@@ -960,7 +967,9 @@ static int clear_slot(struct actx *c, int pfd, const char *base, bool keep_dir, 
 	return 0;
 }
 
-static int apply_xattrs(struct actx *c, int fd, struct archive_entry *e, const char *name)
+/* fd is an open file or directory (fsetxattr), or with is_path an O_PATH fd
+ * (set through /proc/self/fd, which lands on the inode itself, even a symlink). */
+static int apply_xattrs(struct actx *c, int fd, bool is_path, struct archive_entry *e, const char *name)
 {
 	const char *xn;
 	const void *xv;
@@ -972,13 +981,15 @@ static int apply_xattrs(struct actx *c, int fd, struct archive_entry *e, const c
 	while (archive_entry_xattr_next(e, &xn, &xv, &xs) == ARCHIVE_OK) {
 		if (!xn || !*xn || xattr_skipped(xn))
 			continue;
-		if (setxattr(proc, xn, xv, xs, 0) < 0) {
-			int en = errno;
-			if (en == ENOTSUP || (en == EPERM && !kiln_str_has_prefix(xn, "user.")))
+		int r = is_path ? setxattr(proc, xn, xv, xs, 0) : fsetxattr(fd, xn, xv, xs, 0);
+		if (r < 0) {
+			/* not supported here, or not allowed (user.* on symlinks and
+			 * devices, trusted.* or security.* in a user namespace) */
+			if (errno == ENOTSUP || errno == EPERM)
 				continue;
-			if (en == EPERM || en == ENOTSUP)
-				continue;   /* user.* is not allowed on symlinks and devices */
-			return kiln_err_set(c->err, en, "layer entry %s: setting xattr %s", name, xn);
+			char xd[128];
+			display_name(xn, xd, sizeof xd);
+			return kiln_err_set(c->err, errno, "layer entry %s: setting xattr %s", name, xd);
 		}
 	}
 	return 0;
@@ -1041,7 +1052,7 @@ static int finish_meta(struct actx *c, int pfd, const char *base, int fd, struct
 	}
 	if (!is_link && fchmodat(pfd, base, entry_perm(c, e), AT_SYMLINK_NOFOLLOW) < 0)
 		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
-	if (apply_xattrs(c, fd, e, name) < 0)
+	if (apply_xattrs(c, fd, true, e, name) < 0)
 		return -1;
 	struct timespec ts[2];
 	entry_times(e, ts);
@@ -1099,7 +1110,7 @@ static int write_regular(struct actx *c, int pfd, const char *base, struct archi
 	}
 	if (fchmod(fd, entry_perm(c, e)) < 0)
 		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
-	if (apply_xattrs(c, fd, e, name) < 0)
+	if (apply_xattrs(c, fd, false, e, name) < 0)
 		return -1;
 	struct timespec ts[2];
 	entry_times(e, ts);
@@ -1128,7 +1139,7 @@ static int write_directory(struct actx *c, int pfd, const char *base, const char
 	}
 	if (fchmod(fd, entry_perm(c, e)) < 0)
 		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
-	if (apply_xattrs(c, fd, e, name) < 0)
+	if (apply_xattrs(c, fd, false, e, name) < 0)
 		return -1;
 	struct stat st;
 	if (fstat(fd, &st) < 0)

@@ -1469,6 +1469,37 @@ static void test_interop_tools(void **state)
 	assert_outside_unchanged();
 }
 
+/* keep_owner with an id offset (user namespaces): entries and the parents the
+ * extractor has to create belong to the shifted ids */
+static void test_apply_owner_offset(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	struct kiln_err err = {0};
+	char *root = reset_root();
+	const struct hent t[] = {
+		{ 'f', "x/y/f", 0, "data", 0640, 0, 0 },
+		{ 'l', "x/l", "y/f", 0, 0, 0, 0 },
+		{ 'd', "d/", 0, 0, 0711, 0, 0 },
+	};
+	struct kiln_layer_apply_opts o = { .whiteouts = true, .keep_owner = true,
+					   .uid_offset = 100000, .gid_offset = 200000 };
+	if (apply_tar(t, 3, &o, &err) < 0)
+		fail_msg("%s", err.msg);
+	const char *paths[] = { "x", "x/y", "x/y/f", "x/l", "d" };
+	for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+		char *p = in_root(paths[i]);
+		struct stat st;
+		assert_int_equal(lstat(p, &st), 0);
+		assert_int_equal(st.st_uid, 100000);
+		assert_int_equal(st.st_gid, 200000);
+		free(p);
+	}
+	free(root);
+	assert_outside_unchanged();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1479,6 +1510,7 @@ int main(void)
 		cmocka_unit_test(test_writer_whiteouts),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_apply_whiteouts),
+		cmocka_unit_test(test_apply_owner_offset),
 		cmocka_unit_test(test_hostile_dotdot),
 		cmocka_unit_test(test_hostile_absolute),
 		cmocka_unit_test(test_hostile_symlink_parent),
