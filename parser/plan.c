@@ -421,11 +421,6 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 		kiln_err_set(err, 0, "invalid cache sharing set for %s mount", mount_type_name(m->type));
 		goto out;
 	}
-	if ((m->type == KILN_MOUNT_BIND || m->type == KILN_MOUNT_CACHE || m->type == KILN_MOUNT_TMPFS) &&
-	    !(m->target && *m->target)) {
-		kiln_err_set(err, 0, "mount type %s requires a target", mount_type_name(m->type));
-		goto out;
-	}
 	if (m->id && has_dotdot(m->id)) {
 		kiln_err_set(err, 0, "invalid mount id \"%s\": must not contain \"..\"", m->id);
 		goto out;
@@ -446,6 +441,13 @@ out:
 int kiln_plan_parse_mount(const char *spec, struct kiln_mount *out, struct kiln_err *err)
 {
 	return parse_mount(spec, NULL, '\\', out, err);
+}
+
+int kiln_plan_expand_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_mount *out,
+			   struct kiln_err *err)
+{
+	static const struct kiln_env empty;
+	return parse_mount(spec, env ? env : &empty, escape ? escape : '\\', out, err);
 }
 
 /* ------------------------------------------------------ platform args */

@@ -88,7 +88,8 @@ enum kiln_mount_sharing {
  * builder ("..", symlinks). */
 struct kiln_mount {
 	enum kiln_mount_type type;
-	char *target;          /* NULL when not given (secret/ssh have defaults) */
+	char *target;          /* NULL when not given: secret/ssh have defaults, the others mount
+				* on the working directory (a relative target is relative to it) */
 	char *source;          /* NULL when not given */
 	char *from;            /* stage name/index or image, NULL = the build context (bind) / empty (cache) */
 	int from_stage;        /* from resolved to a stage index, else -1 */
@@ -214,8 +215,14 @@ json_t *kiln_plan_to_json(const struct kiln_plan *plan);
  * TARGET* ones when non-NULL. */
 void kiln_plan_platform_args(struct kiln_env *env, const char *platform);
 
-/* Parse one --mount spec (exposed for tests and the builder). */
+/* Parse one --mount spec without expanding it (what the plan holds; values
+ * with variables are not validated yet). */
 int kiln_plan_parse_mount(const char *spec, struct kiln_mount *out, struct kiln_err *err);
+/* Parse one --mount spec, expanding every value with env first (what the
+ * builder runs with the stage's environment: pass step->run.mounts[i].raw).
+ * from_stage is left -1: take it from the plan's mount. */
+int kiln_plan_expand_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_mount *out,
+			   struct kiln_err *err);
 void kiln_mount_free(struct kiln_mount *m);
 
 #endif

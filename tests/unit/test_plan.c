@@ -492,7 +492,6 @@ static void test_errors(void **state)
 	expect_error("FROM busybox\nRUN --mount=target=/x,required true\n", NULL, "unexpected key 'required'", 2);
 	expect_error("FROM busybox\nRUN --mount=type=cache,target=/x,foo true\n", NULL, "must be a key=value pair", 2);
 	expect_error("FROM busybox\nRUN --mount=type=cache,ro=maybe,target=/x true\n", NULL, "invalid value for ro", 2);
-	expect_error("FROM busybox\nRUN --mount=type=cache true\n", NULL, "requires a target", 2);
 	expect_error("FROM busybox\nRUN --mount=from=$X,target=/x true\n", NULL, "doesn't support variable expansion", 2);
 	expect_error("FROM busybox\nHEALTHCHECK --interval=1us CMD true\n", NULL, "cannot be less than", 2);
 	expect_error("FROM busybox\nHEALTHCHECK --retries=-1 CMD true\n", NULL, "cannot be negative", 2);
@@ -525,6 +524,25 @@ static void test_mount_parse_api(void **state)
 	assert_string_equal(m.target, "$T");
 	kiln_mount_free(&m);
 	assert_int_equal(kiln_plan_parse_mount("", &m, &err), -1);
+	/* no target: the working directory (the builder decides) */
+	assert_int_equal(kiln_plan_parse_mount("type=cache", &m, &err), 0);
+	assert_null(m.target);
+	kiln_mount_free(&m);
+	/* with the stage environment */
+	struct kiln_env env = {0};
+	kiln_env_set(&env, "T", "/cache");
+	kiln_env_set(&env, "U", "1000");
+	assert_int_equal(kiln_plan_expand_mount("type=cache,target=$T,uid=$U,id=c-${T#/}", &env, '\\', &m, &err), 0);
+	assert_string_equal(m.target, "/cache");
+	assert_int_equal(m.uid, 1000);
+	assert_string_equal(m.id, "c-cache");
+	kiln_mount_free(&m);
+	kiln_env_set(&env, "U", "nobody");
+	assert_int_equal(kiln_plan_expand_mount("type=cache,target=$T,uid=$U", &env, '\\', &m, &err), -1);
+	assert_non_null(strstr(err.msg, "invalid value nobody for uid"));
+	kiln_env_set(&env, "ID", "../../x");
+	assert_int_equal(kiln_plan_expand_mount("type=cache,target=/c,id=$ID", &env, '\\', &m, &err), -1);
+	kiln_env_free(&env);
 	assert_int_equal(kiln_plan_parse_mount("\"type=cache,target=/x", &m, &err), -1);
 	assert_non_null(strstr(err.msg, "csv"));
 	assert_int_equal(kiln_plan_parse_mount("type=cache,tar\"get=/x", &m, &err), -1);
