@@ -309,6 +309,49 @@ static void test_error_messages(void **state)
 	kiln_env_free(&env);
 }
 
+static void test_mandatory_messages_expand(void **state)
+{
+	(void)state;
+	struct kiln_env set = {0}, empty = {0}, unset = {0};
+	kiln_env_set(&set, "VAR", "plain");
+	kiln_env_set(&set, "ARG", "x");
+	kiln_env_set(&empty, "VAR", "");
+	kiln_env_set(&empty, "ARG", "x");
+	kiln_env_set(&unset, "ARG", "x");
+	/* the message is itself expanded */
+	CHECK_WORD("${VAR:?message here$ARG}", &set, '\\', "plain");
+	CHECK_WORD("${VAR:?message here$ARG}", &empty, '\\',
+		   "ERR:failed to process \"${VAR:?message here$ARG}\": VAR: message herex");
+	CHECK_WORD("${VAR:?message here$ARG}", &unset, '\\',
+		   "ERR:failed to process \"${VAR:?message here$ARG}\": VAR: message herex");
+	CHECK_WORD("${VAR?message here$ARG}", &set, '\\', "plain");
+	CHECK_WORD("${VAR?message here$ARG}", &empty, '\\', "");
+	CHECK_WORD("${VAR?message here$ARG}", &unset, '\\',
+		   "ERR:failed to process \"${VAR?message here$ARG}\": VAR: message herex");
+	/* BuildKit's release-file pattern */
+	struct kiln_env pe = {0};
+	kiln_env_set(&pe, "VERSION", "v1.2.3");
+	kiln_env_set(&pe, "TARGETOS", "linux");
+	kiln_env_set(&pe, "TARGETARCH", "arm");
+	kiln_env_set(&pe, "TARGETVARIANT", "v7");
+	const char *rel = "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
+	CHECK_WORD(rel, &pe, '\\', "something-v1.2.3.linux-arm-v7.tar.gz");
+	kiln_env_set(&pe, "TARGETVARIANT", "");
+	CHECK_WORD(rel, &pe, '\\', "something-v1.2.3.linux-arm.tar.gz");
+	/* pattern compiler: a lone or trailing escape is invalid */
+	char *o = NULL;
+	struct kiln_err err = {0};
+	assert_int_equal(kiln_expand_trim("x", "\\", false, false, &o, &err), -1);
+	assert_int_equal(kiln_expand_trim("x", "\\\\\\", false, false, &o, &err), -1);
+	assert_int_equal(kiln_expand_trim("\\x", "\\\\", false, false, &o, &err), 0);
+	assert_string_equal(o, "x");
+	free(o);
+	kiln_env_free(&set);
+	kiln_env_free(&empty);
+	kiln_env_free(&unset);
+	kiln_env_free(&pe);
+}
+
 static void test_backtick_escape(void **state)
 {
 	(void)state;
@@ -479,6 +522,7 @@ int main(void)
 		cmocka_unit_test(test_env_type),
 		cmocka_unit_test(test_set_empty_vs_unset),
 		cmocka_unit_test(test_error_messages),
+		cmocka_unit_test(test_mandatory_messages_expand),
 		cmocka_unit_test(test_backtick_escape),
 		cmocka_unit_test(test_word_splitting),
 		cmocka_unit_test(test_patterns),
