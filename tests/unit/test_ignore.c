@@ -167,6 +167,86 @@ static void test_matching(void **state)
 	}
 }
 
+/* Cases of moby/patternmatcher's and Go filepath.Match's behaviour
+ * (match = the path or one of its parents matches). */
+static void test_docker_cases(void **state)
+{
+	(void)state;
+	const struct mcase cases[] = {
+		{"**", "file", true}, {"**/", "file", true}, {"**", "dir/file", true},
+		{"**/**", "dir/file", true}, {"dir/**", "dir/file", true}, {"dir/**", "dir/dir2/file", true},
+		{"**/dir", "dir", true}, {"**/dir", "dir/file", true}, {"**/dir2/*", "dir/dir2/file", true},
+		{"**/dir2/*", "dir/dir2/file/", true}, {"**/dir2/**", "dir/dir2/dir3/file", true},
+		{"**file", "file", true}, {"**file", "dir/file", true}, {"**/file", "dir/dir/file", true},
+		{"**/file*", "dir/dir/file.txt", true}, {"**/file*txt", "dir/dir/file.txt", true},
+		{"**/file*.txt*", "dir/dir/file.txt", true}, {"**/**/*.txt", "dir/dir/file.txt", true},
+		{"**/**/*.txt2", "dir/dir/file.txt", false}, {"**/*.txt", "file.txt", true},
+		{"**/**/*.txt", "file.txt", true}, {"a**/*.txt", "a/file.txt", true},
+		{"a**/*.txt", "a/dir/dir/file.txt", true}, {"a/*.txt", "a/dir/file.txt", false},
+		{"a/*.txt", "a/file.txt", true}, {"a/*.txt**", "a/file.txt", true},
+		{"a[b-d]e", "ae", false}, {"a[b-d]e", "ace", true}, {"a[b-d]e", "aae", false},
+		{"a[^b-d]e", "aze", true}, {".*", ".foo", true}, {".*", "foo", false},
+		{"abc.def", "abcdef", false}, {"abc.def", "abc.def", true}, {"abc.def", "abcZdef", false},
+		{"abc?def", "abcZdef", true}, {"abc?def", "abcdef", false},
+		{"**/foo/bar", "foo/bar", true}, {"**/foo/bar", "dir/dir2/foo/bar", true},
+		{"abc/**", "abc", false}, {"abc/**", "abc/def/ghi", true},
+		{"**/.foo", ".foo", true}, {"**/.foo", "bar.foo", false},
+		{"a(b)c/def", "a(b)c/def", true}, {"a(b)c/def", "a(b)c/xyz", false},
+		{"a.|)$(}+{bc", "a.|)$(}+{bc", true},
+		{"dist/*.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", true},
+		{"a\\\\", "a\\", true}, {"a\\*b", "a*b", true}, {"a\\*b", "ab", false},
+		{"*c", "abc", true}, {"a*", "ab/c", true}, {"a*/b", "abc/b", true}, {"a*/b", "a/c/b", false},
+		{"a*b*c*d*e*/f", "axbxcxdxe/f", true}, {"a*b*c*d*e*/f", "axbxcxdxexxx/f", true},
+		{"a*b*c*d*e*/f", "axbxcxdxe/xxx/f", false}, {"a*b*c*d*e*/f", "axbxcxdxexxx/fff", false},
+		{"a*b?c*x", "abxbbxdbxebxczzx", true}, {"a*b?c*x", "abxbbxdbxebxczzy", false},
+		{"ab[^c]", "abc", false}, {"ab[^e-g]", "abc", true}, {"a?b", "a\xe2\x98\xba" "b", true},
+		{"a[^a]b", "a\xe2\x98\xba" "b", true}, {"a???b", "a\xe2\x98\xba" "b", false},
+		{"[a-\xce\xb6]*", "\xce\xb1", true}, {"*[a-\xce\xb6]", "A", false},
+		{"a?b", "a/b", false}, {"a*b", "a/b", false}, {"[\\]a]", "]", true}, {"[\\-]", "-", true},
+		{"[x\\-]", "x", true}, {"[x\\-]", "-", true}, {"[x\\-]", "z", false}, {"[\\-x]", "a", false},
+		{"*x", "xxx", true},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct kiln_ignore *ig = mk(cases[i].pattern);
+		bool m = kiln_ignore_match(ig, cases[i].path);
+		if (m != cases[i].match)
+			print_error("pattern %s path %s: got %d want %d\n", cases[i].pattern, cases[i].path, m,
+				    cases[i].match);
+		assert_int_equal(m, cases[i].match);
+		kiln_ignore_free(ig);
+	}
+	const char *bad[] = {"[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a["};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct kiln_ignore *ig = NULL;
+		struct kiln_err err = {0};
+		if (kiln_ignore_parse(bad[i], strlen(bad[i]), &ig, &err) == 0) {
+			print_error("pattern %s should be rejected\n", bad[i]);
+			kiln_ignore_free(ig);
+			fail();
+		}
+	}
+	/* several patterns */
+	struct kiln_ignore *ig = mk("**\n!util/docker/web\n");
+	assert_false(kiln_ignore_match(ig, "util/docker/web/foo"));
+	kiln_ignore_free(ig);
+	ig = mk("**\n!util/docker/web\nutil/docker/web/foo\n");
+	assert_true(kiln_ignore_match(ig, "util/docker/web/foo"));
+	kiln_ignore_free(ig);
+	ig = mk("**\n!dist/*.whl\n");
+	assert_false(kiln_ignore_match(ig, "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl"));
+	kiln_ignore_free(ig);
+	ig = mk("!fileutils.go\n*.go\n");
+	assert_true(kiln_ignore_match(ig, "fileutils.go"));
+	kiln_ignore_free(ig);
+	ig = mk("docs/\n!docs/README.md\n");
+	assert_false(kiln_ignore_match(ig, "docs/README.md"));
+	assert_true(kiln_ignore_match(ig, "docs/other.md"));
+	kiln_ignore_free(ig);
+	ig = mk("docs/*\n!docs/README.md\n");
+	assert_false(kiln_ignore_match(ig, "docs/README.md"));
+	kiln_ignore_free(ig);
+}
+
 static void test_exceptions_last_wins(void **state)
 {
 	(void)state;
@@ -329,6 +409,7 @@ int main(void)
 		cmocka_unit_test(test_read_rules),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_matching),
+		cmocka_unit_test(test_docker_cases),
 		cmocka_unit_test(test_exceptions_last_wins),
 		cmocka_unit_test(test_dir_may_include),
 		cmocka_unit_test(test_from_patterns),
