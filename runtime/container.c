@@ -292,7 +292,11 @@ bool kiln_container_wait_stopped(const char *root, struct kiln_container_state *
 		if (kiln_container_load(root, st->id, &now, NULL) < 0)
 			return true;   /* removed (--rm) */
 		*st = now;
-		if (!kiln_container_running(st))
+		/* stopped = the supervisor recorded the exit (or is gone) */
+		bool sup_alive = st->supervisor > 0 && !(kill(st->supervisor, 0) < 0 && errno == ESRCH);
+		if (strcmp(st->status, "running") != 0 && strcmp(st->status, "created") != 0)
+			return true;
+		if (!sup_alive && !kiln_container_running(st))
 			return true;
 		if (kiln_now_ns() >= end)
 			return false;
