@@ -1460,6 +1460,39 @@ static void test_interop_tools(void **state)
 		free(z);
 		free(dst);
 	}
+	/* a GNU sparse file (1 GiB apparent, two data runs) is written sparse */
+	char *sp = pjoin(src, "sparse");
+	cmd = kiln_xasprintf("truncate -s 1G '%s' && printf head | dd of='%s' conv=notrunc status=none && "
+			     "printf tail | dd of='%s' bs=1 seek=1000000000 conv=notrunc status=none && "
+			     "tar -S -C '%s' -cf '%s' sparse", sp, sp, sp, src, tarfile);
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+	free(sp);
+	char *dst = fresh_dir("dst");
+	int dfd = open_dir(dst);
+	int in = open(tarfile, O_RDONLY | O_CLOEXEC);
+	assert_true(in >= 0);
+	struct kiln_err err = {0};
+	if (kiln_layer_apply(dfd, in, &OPTS, NULL, &err) < 0)
+		fail_msg("sparse: %s", err.msg);
+	close(in);
+	sp = pjoin(dst, "sparse");
+	struct stat st;
+	assert_int_equal(stat(sp, &st), 0);
+	assert_int_equal(st.st_size, 1LL << 30);
+	assert_true(st.st_blocks < 1024);    /* not 1 GiB of zeros on disk */
+	int sfd = open(sp, O_RDONLY | O_CLOEXEC);
+	char b4[4];
+	assert_int_equal(pread(sfd, b4, 4, 0), 4);
+	assert_memory_equal(b4, "head", 4);
+	assert_int_equal(pread(sfd, b4, 4, 1000000000), 4);
+	assert_memory_equal(b4, "tail", 4);
+	assert_int_equal(pread(sfd, b4, 4, 500000000), 4);
+	assert_memory_equal(b4, "\0\0\0\0", 4);
+	close(sfd);
+	free(sp);
+	close(dfd);
+	free(dst);
 	unlink(tarfile);
 	free(tarfile);
 	free(want);
