@@ -40,6 +40,7 @@ static const struct kiln_flag_spec spec_add[] = {
 	{"checksum", KILN_FLAG_STRING},
 	{"link", KILN_FLAG_BOOL},
 	{"keep-git-dir", KILN_FLAG_BOOL},
+	{"unpack", KILN_FLAG_BOOL},
 	{"exclude", KILN_FLAG_STRINGS},
 	{NULL, 0},
 };
@@ -349,12 +350,10 @@ static int flags_only(const struct kiln_df *df, const struct kiln_df_node *n, st
 	if (spec)
 		while (spec[ns].name)
 			ns++;
-	struct kiln_flag_value vals[8];
-	if (ns > 8)
-		ns = 8;
+	struct kiln_flag_value *vals = kiln_xcalloc(ns + 1, sizeof(*vals));
 	int rc = kiln_df_node_flags(df, n, spec ? spec : spec_none, vals, err);
-	if (rc == 0)
-		kiln_flag_values_free(vals, ns);
+	kiln_flag_values_free(vals, ns);
+	free(vals);
 	return rc;
 }
 

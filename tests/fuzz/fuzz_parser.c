@@ -2,6 +2,7 @@
  * instruction and frees; any crash, sanitizer report or leak is a bug. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -31,13 +32,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		__builtin_trap();
 	for (size_t i = 0; i < df->n_nodes; i++) {
 		const struct kiln_flag_spec *spec = kiln_df_flag_spec(df->nodes[i].instr_lower);
-		struct kiln_flag_value v[8];
 		size_t n = 0;
 		if (spec)
 			while (spec[n].name)
 				n++;
-		if (spec && kiln_df_node_flags(df, &df->nodes[i], spec, v, &err) == 0)
+		struct kiln_flag_value *v = calloc(n + 1, sizeof(*v));
+		if (spec && v && kiln_df_node_flags(df, &df->nodes[i], spec, v, &err) == 0)
 			kiln_flag_values_free(v, n);
+		free(v);
 	}
 	kiln_df_free(df);
 	return 0;

@@ -689,7 +689,7 @@ static void test_check_errors(void **state)
 			"RUN --mount=type=cache,target=/x --mount=type=tmpfs,target=/t --network=none make\n"
 			"COPY --from=build --chown=1:1 --chmod=644 --link a b\n"
 			"COPY --link=false <<EOF /f\nhello\nEOF\n"
-			"ADD --checksum=sha256:00 --keep-git-dir=true http://x/y /z\n"
+			"ADD --checksum=sha256:00 --keep-git-dir=true --unpack=false http://x/y /z\n"
 			"HEALTHCHECK --interval=1m30s --timeout=0.5s --start-period=0 --retries=3 CMD curl x\n"
 			"HEALTHCHECK NONE\n"
 			"ONBUILD RUN echo hi\n"
@@ -718,7 +718,7 @@ static void test_flag_helper(void **state)
 
 	const struct kiln_flag_spec *copy = kiln_df_flag_spec("copy");
 	assert_non_null(copy);
-	struct kiln_flag_value cv[8];
+	struct kiln_flag_value cv[16] = {0};
 	assert_int_equal(kiln_df_node_flags(df, &df->nodes[2], copy, cv, &err), 0);
 	for (size_t i = 0; copy[i].name; i++) {
 		if (!strcmp(copy[i].name, "link")) {
@@ -730,7 +730,7 @@ static void test_flag_helper(void **state)
 		if (!strcmp(copy[i].name, "chown"))
 			assert_false(cv[i].set);
 	}
-	kiln_flag_values_free(cv, 6);
+	kiln_flag_values_free(cv, 16);
 	assert_int_equal(kiln_df_node_flags(df, &df->nodes[1], copy, cv, &err), -1);
 	assert_non_null(strstr(err.msg, "Dockerfile:2: unknown flag: --mount"));
 	assert_null(kiln_df_flag_spec("env"));
