@@ -179,12 +179,38 @@ static int render(const char *tmpl, const json_t *root, struct kiln_buf *out, st
 			a++;
 		while (al && (a[strlen(a) - 1] == ' '))
 			a[strlen(a) - 1] = '\0';
-		bool as_json = false;
+		bool as_json = false, as_index = false;
 		if (!strncmp(a, "json ", 5)) {
 			as_json = true;
 			a += 5;
 			while (*a == ' ')
 				a++;
+		} else if (!strncmp(a, "index ", 6)) {
+			as_index = true;
+			a += 6;
+			while (*a == ' ')
+				a++;
+		}
+		/* index .Path "key" | index .Path N */
+		char *key = NULL;
+		if (as_index) {
+			char *sp = strchr(a, ' ');
+			if (sp) {
+				*sp = '\0';
+				key = sp + 1;
+				while (*key == ' ')
+					key++;
+				size_t kl = strlen(key);
+				if (kl >= 2 && key[0] == '"' && key[kl - 1] == '"') {
+					key[kl - 1] = '\0';
+					key++;
+				}
+			}
+			if (!key) {
+				kiln_err_set(err, 0, "template: index needs a key: \"{{%s}}\"", act);
+				free(act);
+				return -1;
+			}
 		}
 		if (*a != '.') {
 			kiln_err_set(err, 0, "template: unsupported action \"{{%s}}\"", act);
@@ -198,6 +224,14 @@ static int render(const char *tmpl, const json_t *root, struct kiln_buf *out, st
 				*dot = '\0';
 			v = json_is_object(v) ? json_object_get(v, seg) : NULL;
 			seg = dot ? dot + 1 : seg + strlen(seg);
+		}
+		if (key && v) {
+			if (json_is_object(v))
+				v = json_object_get(v, key);
+			else if (json_is_array(v))
+				v = json_array_get(v, (size_t)strtoul(key, NULL, 10));
+			else
+				v = NULL;
 		}
 		if (as_json) {
 			char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : kiln_xstrdup("null");

@@ -38,6 +38,7 @@ grep -Eq "^busybox +latest +${id:7:12} " <<<"$out" || fail "busybox:latest not l
 [ "$(jq -r '.[0].Os' "$work/inspect.json")" = linux ] || fail "inspect Os"
 [ "$(jq -r '.[0].RootFS.Layers | length' "$work/inspect.json")" = 1 ] || fail "inspect RootFS"
 [ "$("$KILN" inspect -f '{{.Config.Cmd}} {{json .Config.Cmd}} {{.Os}}' busybox)" = '[sh] ["sh"] linux' ] || fail "inspect -f"
+[ "$("$KILN" inspect -f '{{index .RepoTags 0}} {{index .Config.Cmd 0}}' busybox)" = 'busybox:latest sh' ] || fail "inspect -f index"
 "$KILN" image inspect "${id:7:12}" | jq -e '.[0].Id' >/dev/null || fail "image inspect by short id"
 set +e
 "$KILN" inspect no-such-thing >/dev/null 2>"$work/err"; rc=$?
