@@ -776,6 +776,8 @@ struct actx {
 		dev_t dev;
 		ino_t ino;
 		struct timespec ts[2];
+		mode_t mode;       /* final mode, set at the end (non-root only) */
+		bool fix_mode;
 	} *dirs;
 	size_t ndirs, capdirs;
 	struct strmap diridx;      /* path → index in dirs */
@@ -1137,7 +1139,11 @@ static int write_directory(struct actx *c, int pfd, const char *base, const char
 		if (fchown(fd, uid, gid) < 0)
 			return kiln_err_set(c->err, errno, "layer entry %s: chown", name);
 	}
-	if (fchmod(fd, entry_perm(c, e)) < 0)
+	/* Without root a 0555 directory would refuse the entries that follow
+	 * it: keep it owner-writable until the end. */
+	mode_t perm = entry_perm(c, e);
+	bool fix_mode = !c->is_root && (perm & S_IRWXU) != S_IRWXU;
+	if (fchmod(fd, fix_mode ? perm | S_IRWXU : perm) < 0)
 		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
 	if (apply_xattrs(c, fd, false, e, name) < 0)
 		return -1;
@@ -1159,6 +1165,8 @@ static int write_directory(struct actx *c, int pfd, const char *base, const char
 	}
 	d->dev = st.st_dev;
 	d->ino = st.st_ino;
+	d->mode = perm;
+	d->fix_mode = fix_mode;
 	entry_times(e, d->ts);
 	return 0;
 }
@@ -1347,8 +1355,11 @@ static void apply_dir_times(struct actx *c)
 		if (fd < 0)
 			continue;
 		struct stat st;
-		if (fstat(fd, &st) == 0 && st.st_dev == d->dev && st.st_ino == d->ino)
+		if (fstat(fd, &st) == 0 && st.st_dev == d->dev && st.st_ino == d->ino) {
+			if (d->fix_mode)
+				(void)fchmod(fd, d->mode);
 			(void)futimens(fd, d->ts);
+		}
 		close(fd);
 	}
 }

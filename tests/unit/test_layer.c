@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <sys/wait.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -1533,6 +1535,64 @@ static void test_apply_owner_offset(void **state)
 	assert_outside_unchanged();
 }
 
+/* Without root: a read-only directory still receives the entries after it,
+ * and ends with its own mode. */
+static void test_apply_unprivileged(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	char *root = reset_root();
+	assert_int_equal(chown(root, 65534, 65534), 0);
+	struct membuf m;
+	const struct hent t[] = {
+		{ 'd', "ro/", 0, 0, 0555, 0, 0 },
+		{ 'f', "ro/f", 0, "inside", 0444, 0, 0 },
+		{ 'd', "ro/sub/", 0, 0, 0500, 0, 0 },
+		{ 'f', "ro/sub/g", 0, "deeper", 0644, 0, 0 },
+	};
+	make_tar(t, 4, &m);
+	int fd = mem_fd(m.data, m.len);
+	int rfd = open_dir(root);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(3);
+		struct kiln_err err = {0};
+		if (kiln_layer_apply(rfd, fd, &OPTS, NULL, &err) < 0) {
+			fprintf(stderr, "unprivileged apply: %s\n", err.msg);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	close(rfd);
+	close(fd);
+	free(m.data);
+	struct stat sb;
+	char *p = in_root("ro");
+	assert_int_equal(lstat(p, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0555);
+	assert_int_equal(sb.st_uid, 65534);
+	free(p);
+	p = in_root("ro/sub");
+	assert_int_equal(lstat(p, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0500);
+	free(p);
+	p = in_root("ro/sub/g");
+	char *s = get_file(p);
+	assert_string_equal(s, "deeper");
+	free(s);
+	free(p);
+	free(root);
+	assert_outside_unchanged();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1544,6 +1604,7 @@ int main(void)
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_apply_whiteouts),
 		cmocka_unit_test(test_apply_owner_offset),
+		cmocka_unit_test(test_apply_unprivileged),
 		cmocka_unit_test(test_hostile_dotdot),
 		cmocka_unit_test(test_hostile_absolute),
 		cmocka_unit_test(test_hostile_symlink_parent),
