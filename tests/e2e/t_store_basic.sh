@@ -65,6 +65,17 @@ set -e
 "$KILN" rmi localhost:5000/bb:2 >/dev/null
 "$KILN" images | grep -q "^busybox " || fail "busybox vanished"
 
+# an image a container uses is kept (rmi needs -f, prune -a keeps it)
+mkdir -p "$KILN_ROOT/containers/fake"
+echo '{"id":"fake","image":"busybox"}' >"$KILN_ROOT/containers/fake/state.json"
+set +e
+"$KILN" rmi busybox 2>"$work/err"; rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "container is using" "$work/err" || fail "rmi of an image in use: exit $rc $(cat "$work/err")"
+"$KILN" image prune -a -f >/dev/null
+"$KILN" images | grep -q "^busybox " || fail "prune -a removed an image in use"
+rm -rf "$KILN_ROOT/containers/fake"
+
 # the root is an OCI layout others can read
 skopeo inspect "oci:$KILN_ROOT:docker.io/library/busybox:latest" >"$work/skopeo.json" || fail "skopeo inspect"
 [ "$(jq -r .Os "$work/skopeo.json")" = linux ] || fail "skopeo sees no linux image"
