@@ -195,6 +195,8 @@ int kiln_cmd_parse(int argc, char **argv)
 		goto out;
 	}
 	if (want_json || want_check || target) {
+		for (size_t i = 0; i < df->warnings.n; i++)
+			fprintf(stderr, "kiln: warning: %s\n", df->warnings.v[i]);
 		if (kiln_df_check(df, &err) < 0) {
 			kiln_err_print(&err);
 			goto out;

@@ -1391,6 +1391,7 @@ void kiln_df_free(struct kiln_df *df)
 	free(df->filename);
 	free(df->syntax);
 	free(df->check);
+	kiln_strv_free(&df->warnings);
 	free(df);
 }
 
@@ -1485,6 +1486,7 @@ int kiln_parse(const char *text, size_t len, const char *filename, struct kiln_d
 			continue;
 		buf.len = 0;
 		kiln_buf_append(&buf, s, n);
+		bool empty_continuation = false;
 		while (!eol && scan_line(&sc, &raw, &rawn)) {
 			const char *c = raw;
 			size_t cn = rawn;
@@ -1494,13 +1496,20 @@ int kiln_parse(const char *text, size_t len, const char *filename, struct kiln_d
 			current++;
 			if (is_comment(raw, rawn))
 				continue;
-			if (is_empty_continuation(c, cn))
+			if (is_empty_continuation(c, cn)) {
+				empty_continuation = true;
 				continue;
+			}
 			eol = trim_continuation(c, &cn, ps.escape);
 			kiln_buf_append(&buf, c, cn);
 		}
 		if (!buf.data)
 			kiln_buf_append(&buf, "", 0);
+		if (empty_continuation)
+			kiln_strv_push_owned(&df->warnings,
+					     kiln_xasprintf("%s:%d: empty continuation line in the instruction starting on line %d "
+							    "(empty continuation lines will become errors in a future release; remove the blank line)",
+							    ps.filename, current, start));
 
 		if (df->n_nodes == cap) {
 			cap = cap ? cap * 2 : 16;

@@ -62,6 +62,8 @@ struct kiln_df {
 	int escape_line, syntax_line, check_line; /* 0 when absent */
 	struct kiln_df_node *nodes; /* in file order */
 	size_t n_nodes;
+	struct kiln_strv warnings;  /* "<file>:<line>: ..." notes a build should print (empty
+				     * continuation lines), not errors */
 };
 
 /* Parse a Dockerfile.  text need not be NUL-terminated; filename is used in

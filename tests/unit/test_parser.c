@@ -407,6 +407,11 @@ static void test_continuation_edges(void **state)
 	expect_dump("FROM a\nRUN a \\\n\n  # note\n   \n  b\n", "(from \"a\")\n(run \"a   b\")\n");
 	/* A trailing blank after the escape still continues; a trailing \r is a newline. */
 	expect_dump("FROM a\nRUN a \\ \t\nb\n", "(from \"a\")\n(run \"a b\")\n");
+	/* An empty continuation line is a warning with its line. */
+	struct kiln_df *w = parse_ok("FROM a\nRUN a \\\n\n b\nRUN c \\\n d\n");
+	assert_int_equal(w->warnings.n, 1);
+	assert_non_null(strstr(w->warnings.v[0], "Dockerfile:4: empty continuation line"));
+	kiln_df_free(w);
 	/* Line numbers span the continuation. */
 	struct kiln_df *df = parse_ok("# c\n\nFROM a\nRUN a \\\n b \\\n\n c\nUSER x\n");
 	assert_int_equal(df->n_nodes, 3);
