@@ -574,6 +574,12 @@ static int build_list(const struct kiln_changes *changes, struct wlist *l, struc
 		const char *slash = strrchr(c->path, '/');
 		size_t plen = slash ? (size_t)(slash - c->path) : 0;
 		const char *base = slash ? slash + 1 : c->path;
+		/* a file really named .wh.* would read back as a whiteout */
+		if (c->kind != KILN_CHANGE_DELETE &&
+		    (kiln_str_has_prefix(c->path, ".wh.") || strstr(c->path, "/.wh.")))
+			return kiln_err_set(err, EINVAL,
+					    "%s: a name starting with \".wh.\" cannot be stored in a layer "
+					    "(it would read as a whiteout)", c->path);
 		switch (c->kind) {
 		case KILN_CHANGE_ADD:
 		case KILN_CHANGE_MODIFY:

@@ -787,6 +787,16 @@ static void test_writer_whiteouts(void **state)
 	assert_int_equal(kiln_layer_write(rfd, &bad, &o, fd, &info, &err), -1);
 	close(fd);
 	kiln_changes_free(&bad);
+	/* a real file named .wh.* cannot be stored (it would read as a whiteout) */
+	p = pjoin(src, "a/.wh.x");
+	put_file(p, "", 0644);
+	free(p);
+	kiln_changes_add(&bad, "a/.wh.x", KILN_CHANGE_ADD);
+	fd = tmp_blob();
+	assert_int_equal(kiln_layer_write(rfd, &bad, &o, fd, &info, &err), -1);
+	assert_non_null(strstr(err.msg, "whiteout"));
+	close(fd);
+	kiln_changes_free(&bad);
 	/* the writer never follows a symlink out of the tree */
 	p = pjoin(src, "esc");
 	char *hostetc = pjoin(g_base, "hostetc");
