@@ -186,7 +186,33 @@ static char *xmemdup(const char *s, size_t n)
 	return kiln_xstrndup(s, n);
 }
 
-/* Lower-case as strings.ToLower does for ASCII; invalid UTF-8 becomes U+FFFD. */
+/* unicode.ToLower for the common alphabets (Latin, Greek, Cyrillic, Armenian,
+ * fullwidth); other runes are returned unchanged. */
+static uint32_t go_to_lower(uint32_t r)
+{
+	if (r < 0x80)
+		return (r >= 'A' && r <= 'Z') ? r + 32 : r;
+	if ((r >= 0xC0 && r <= 0xDE && r != 0xD7) || (r >= 0x391 && r <= 0x3AB && r != 0x3A2) ||
+	    (r >= 0x410 && r <= 0x42F) || (r >= 0xFF21 && r <= 0xFF3A))
+		return r + 32;
+	if (r >= 0x400 && r <= 0x40F)
+		return r + 80;
+	if (r >= 0x531 && r <= 0x556)
+		return r + 48;
+	if (r == 0x130)
+		return 'i';
+	if ((r >= 0x100 && r <= 0x137) || (r >= 0x14A && r <= 0x177) || (r >= 0x460 && r <= 0x481) ||
+	    (r >= 0x48A && r <= 0x4BF) || (r >= 0x4D0 && r <= 0x52F) || (r >= 0x1E00 && r <= 0x1E95) ||
+	    (r >= 0x1EA0 && r <= 0x1EFF))
+		return (r % 2 == 0) ? r + 1 : r;
+	if ((r >= 0x139 && r <= 0x148) || (r >= 0x179 && r <= 0x17E))
+		return (r % 2 == 1) ? r + 1 : r;
+	if (r == 0x178)
+		return 0xFF;
+	return r;
+}
+
+/* strings.ToLower; invalid UTF-8 becomes U+FFFD. */
 char *kiln_go_lower(const char *s, size_t n)
 {
 	struct kiln_buf b = {0};
@@ -195,11 +221,11 @@ char *kiln_go_lower(const char *s, size_t n)
 		uint32_t r;
 		size_t w = kiln_go_decode(s + i, n - i, &r);
 		if (r < 0x80)
-			kiln_buf_putc(&b, (char)tolower((int)r));
+			kiln_buf_putc(&b, (char)go_to_lower(r));
 		else if (w == 1 && r == KILN_RUNE_ERROR)
 			kiln_go_put_rune(&b, KILN_RUNE_ERROR);
 		else
-			kiln_buf_append(&b, s + i, w);
+			kiln_go_put_rune(&b, go_to_lower(r));
 		i += w;
 	}
 	return buf_take(&b);

@@ -481,6 +481,8 @@ static void test_instruction_args(void **state)
 		    "(foo \"\")\n(bar \"\")\n");
 	/* The instruction word is lower-cased as written. */
 	expect_dump("from a\nRuN x\n", "(from \"a\")\n(run \"x\")\n");
+	expect_dump("FROM a\n\xc3\x89T\xc3\x89 x\nD\xd0\x90\xce\xa3 y\n",
+		    "(from \"a\")\n(\xc3\xa9t\xc3\xa9 \"\")\n(d\xd0\xb0\xcf\x83 \"\")\n");
 	struct kiln_df *df = parse_ok("FROM a\nRuN --mount=type=cache,target=/x  echo hi\n");
 	assert_string_equal(df->nodes[1].instr, "RuN");
 	assert_string_equal(df->nodes[1].instr_lower, "run");
