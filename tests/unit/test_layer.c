@@ -421,6 +421,9 @@ static char *make_src_tree(void)
 	P("bin/tool");
 	put_file(p, "#!/bin/sh\necho tool\n", 0755);
 	assert_int_equal(chown(p, 1234, 5678), 0);
+	P("bin/bigid");   /* ids beyond ustar's 7 octal digits need pax records */
+	put_file(p, "big ids", 0640);
+	assert_int_equal(chown(p, 3000000, 4000000), 0);
 	P("bin/suid");
 	put_file(p, "suid", 0755);
 	assert_int_equal(chmod(p, 04755), 0);
@@ -488,7 +491,7 @@ static char *make_src_tree(void)
 
 static void all_changes(struct kiln_changes *ch)
 {
-	const char *paths[] = { "bin/tool", "bin/suid", "bin/link1", "bin/link2", "etc/link3", "bin/sym",
+	const char *paths[] = { "bin/tool", "bin/bigid", "bin/suid", "bin/link1", "bin/link2", "etc/link3", "bin/sym",
 				"bin/abs", "bin/fifo", "bin/null", "bin/xattr", "empty", "big", "etc/hosts",
 				"bin", "etc", g_longname, g_longpath, "utf8-\xc3\xa9t\xc3\xa9", "bad-\xff\xfe" };
 	for (size_t i = 0; i < sizeof paths / sizeof *paths; i++)
@@ -863,7 +866,7 @@ static void test_round_trip(void **state)
 		assert_string_equal(ai.media_type, wi.media_type);
 		close(bfd);
 	}
-	const char *paths[] = { "etc", "etc/hosts", "bin", "bin/tool", "bin/suid", "bin/link1", "bin/sym",
+	const char *paths[] = { "etc", "etc/hosts", "bin", "bin/tool", "bin/bigid", "bin/suid", "bin/link1", "bin/sym",
 				"bin/abs", "bin/fifo", "bin/null", "bin/xattr", "empty", "big", g_longname,
 				g_longpath, "utf8-\xc3\xa9t\xc3\xa9", "bad-\xff\xfe" };
 	for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
