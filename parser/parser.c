@@ -684,8 +684,9 @@ static int parse_json(const char *s, size_t n, struct kiln_strv *out)
 	struct kiln_buf norm = {0};
 	json_normalize(s, n, &norm);
 	json_error_t jerr;
-	json_t *v = json_loadb(norm.data, norm.len,
-			       JSON_DISABLE_EOF_CHECK | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+	/* The whole rest must be one JSON value (BuildKit uses json.Unmarshal
+	 * since moby/buildkit#5107: data after the array means shell form). */
+	json_t *v = json_loadb(norm.data, norm.len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
 	kiln_buf_free(&norm);
 	if (!v)
 		return 1;

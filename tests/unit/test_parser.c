@@ -319,8 +319,11 @@ static void test_json_edges(void **state)
 	expect_dump("CMD [\"echo\", \"look ma, no brackets!\"\n",
 		    "(cmd \"[\\\"echo\\\", \\\"look ma, no brackets!\\\"\")\n");
 	expect_dump("RUN [\"a\",]\n", "(run \"[\\\"a\\\",]\")\n");
-	/* Data after the array is ignored, as Go's json.Decoder does. */
-	expect_dump("CMD [\"a\"] b\n", "(cmd \"a\")\n");
+	/* Data after the array makes it shell form (json.Unmarshal, moby/buildkit#5107);
+	 * trailing blanks are fine. */
+	expect_dump("CMD [\"a\"] b\n", "(cmd \"[\\\"a\\\"] b\")\n");
+	expect_dump("ENTRYPOINT []<-x\n", "(entrypoint \"[]<-x\")\n");
+	expect_dump("CMD [\"a\"] \t\r\n", "(cmd \"a\")\n");
 	/* A number too big for a float64 is a decoding error: shell form. */
 	expect_dump("CMD [1e400]\n", "(cmd \"[1e400]\")\n");
 	/* Surrogate pairs combine; a lone surrogate becomes U+FFFD. */
