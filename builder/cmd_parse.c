@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -29,7 +30,8 @@ static void usage(FILE *f)
 		"Parse a Dockerfile and print its parse tree, one (instruction ...) line per\n"
 		"instruction, in BuildKit's dump format.\n\n"
 		"Options:\n"
-		"  -f, --file FILE        the Dockerfile (default ./Dockerfile, '-' reads stdin)\n"
+		"  -f, --file FILE        the Dockerfile (default ./Dockerfile, '-' reads stdin,\n"
+		"                         a directory means its Dockerfile)\n"
 		"      --check            also validate every instruction (arguments, flags, durations)\n"
 		"                         and the stages, as a build would\n"
 		"      --json             print the build plan as JSON (implies --check)\n"
@@ -112,6 +114,7 @@ int kiln_cmd_parse(int argc, char **argv)
 	size_t len = 0;
 	struct kiln_df *df = NULL;
 	struct kiln_err err = {0};
+	char *joined = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -176,6 +179,12 @@ int kiln_cmd_parse(int argc, char **argv)
 	}
 	if (!file)
 		file = "Dockerfile";
+	/* A directory (a build context) means its Dockerfile. */
+	struct stat st;
+	if (strcmp(file, "-") && stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
+		joined = kiln_xasprintf("%s%sDockerfile", file, kiln_str_has_suffix(file, "/") ? "" : "/");
+		file = joined;
+	}
 
 	const char *label = file;
 	if (!strcmp(file, "-")) {
@@ -229,6 +238,7 @@ int kiln_cmd_parse(int argc, char **argv)
 	kiln_buf_free(&b);
 	rc = KILN_EXIT_OK;
 out:
+	free(joined);
 	kiln_df_free(df);
 	free(text);
 	kiln_env_free(&build_args);
