@@ -1370,6 +1370,33 @@ static void apply_dir_times(struct actx *c)
 	}
 }
 
+/* The decompressors a layer may use: gzip, zstd, xz/lzma, bzip2 — each only
+ * when libarchive has it built in.  Never archive_read_support_filter_all():
+ * it registers lrzip, lzop, grzip... that libarchive runs as external
+ * programs (a crafted layer must not make kiln exec anything). */
+typedef int (*filter_fn)(struct archive *);
+
+static void add_native_filters(struct archive *a)
+{
+	static const filter_fn fns[] = {
+		archive_read_support_filter_gzip,
+		archive_read_support_filter_zstd,
+		archive_read_support_filter_xz,
+		archive_read_support_filter_lzma,
+		archive_read_support_filter_bzip2,
+	};
+	static int native[sizeof fns / sizeof *fns];   /* 0 unknown, 1 native, -1 external */
+	for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
+		if (!native[i]) {
+			struct archive *probe = archive_read_new();
+			native[i] = fns[i](probe) == ARCHIVE_OK ? 1 : -1;
+			archive_read_free(probe);
+		}
+		if (native[i] > 0)
+			fns[i](a);
+	}
+}
+
 int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
 		     char diff_id[KILN_DIGEST_MAX], struct kiln_err *err)
 {
@@ -1405,7 +1432,7 @@ int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opt
 	c.inbuf = kiln_xmalloc(IO_CHUNK);
 
 	c.raw = archive_read_new();
-	archive_read_support_filter_all(c.raw);
+	add_native_filters(c.raw);
 	archive_read_support_format_raw(c.raw);
 	if (archive_read_open2(c.raw, &c, NULL, in_read_cb, NULL, NULL) != ARCHIVE_OK ||
 	    archive_read_next_header(c.raw, &re) != ARCHIVE_OK) {

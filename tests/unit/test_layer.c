@@ -1349,6 +1349,38 @@ static void test_hostile_long_and_deep(void **state)
 	close(rfd);
 	close(fd);
 	free(m.data);
+	/* compressions that libarchive would hand to an external program (lrzip,
+	 * lzop, grzip) or decode beyond OCI (uuencode) are refused, and nothing
+	 * is executed: a fake lrzip on PATH must not run */
+	char *bindir = pjoin(g_base, "bin");
+	assert_int_equal(mkdir(bindir, 0755), 0);
+	char *marker = pjoin(g_base, "ran");
+	char *fake = pjoin(bindir, "lrzip");
+	char *script = kiln_xasprintf("#!/bin/sh\ntouch '%s'\ncat\n", marker);
+	put_file(fake, script, 0755);
+	const char *oldpath = getenv("PATH");
+	char *saved = kiln_xstrdup(oldpath ? oldpath : "/usr/bin:/bin");
+	char *newpath = kiln_xasprintf("%s:%s", bindir, saved);
+	setenv("PATH", newpath, 1);
+	static const char lrz[] = "LRZI\x00\x06\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+	fd = mem_fd(lrz, sizeof lrz - 1);
+	rfd = open_dir(root);
+	assert_int_equal(kiln_layer_apply(rfd, fd, &OPTS, NULL, &err), -1);
+	close(fd);
+	static const char uu[] = "begin 644 layer.tar\nM\n`\nend\n";
+	fd = mem_fd(uu, sizeof uu - 1);
+	assert_int_equal(kiln_layer_apply(rfd, fd, &OPTS, NULL, &err), -1);
+	close(fd);
+	close(rfd);
+	setenv("PATH", saved, 1);
+	assert_int_equal(access(marker, F_OK), -1);
+	rm_tree(bindir);
+	free(saved);
+	free(newpath);
+	free(script);
+	free(fake);
+	free(marker);
+	free(bindir);
 	/* garbage and empty input */
 	fd = mem_fd("this is not a tar archive at all, not even close.........", 56);
 	rfd = open_dir(root);
