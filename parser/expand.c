@@ -393,10 +393,12 @@ struct ptok {
 	enum ptok_kind kind;
 	char lit[4];
 	unsigned char litlen;
+	size_t star;      /* PT_STAR: its ordinal among the stars (the memo row) */
 };
 struct pattern {
 	struct ptok *t;
 	size_t n;
+	size_t nstars;
 };
 
 static int pattern_compile(const char *p, struct pattern *out, char *why, size_t whylen)
@@ -404,14 +406,19 @@ static int pattern_compile(const char *p, struct pattern *out, char *why, size_t
 	size_t len = strlen(p);
 	out->t = kiln_xcalloc(len + 1, sizeof(struct ptok));
 	out->n = 0;
+	out->nstars = 0;
 	size_t i = 0;
 	while (i < len) {
 		size_t w;
 		int32_t r = utf8_decode((const unsigned char *)p + i, len - i, &w);
 		struct ptok *t = &out->t[out->n];
 		if (r == '*') {
-			t->kind = PT_STAR;
-			out->n++;
+			/* consecutive stars match what one star matches */
+			if (out->n == 0 || out->t[out->n - 1].kind != PT_STAR) {
+				t->kind = PT_STAR;
+				t->star = out->nstars++;
+				out->n++;
+			}
 			i += w;
 			continue;
 		}
@@ -453,109 +460,144 @@ struct pmatch {
 	const char *s;
 	size_t len;
 	bool greedy;
-	uint8_t *failed; /* bitset (n + 1) x (len + 1) */
+	uint8_t *failed; /* bitset nstars x (len + 1): (star, position) known to fail */
 };
 
 static bool pm_failed(struct pmatch *m, size_t ti, size_t si)
 {
-	size_t bit = ti * (m->len + 1) + si;
+	size_t bit = m->pat->t[ti].star * (m->len + 1) + si;
 	return m->failed[bit / 8] & (1u << (bit % 8));
 }
 
 static void pm_setfailed(struct pmatch *m, size_t ti, size_t si)
 {
-	size_t bit = ti * (m->len + 1) + si;
+	size_t bit = m->pat->t[ti].star * (m->len + 1) + si;
 	m->failed[bit / 8] |= (uint8_t)(1u << (bit % 8));
 }
 
-/* Match tokens from ti at text position si (anchored start, free end), in
- * the order a backtracking regex engine prefers; returns the end or -1. */
-static ssize_t pm_run(struct pmatch *m, size_t ti, size_t si)
+/* The rune boundary before e (e > lo). */
+static size_t prev_boundary(const char *s, size_t len, size_t lo, size_t e)
 {
-	for (;;) {
-		if (ti == m->pat->n)
-			return (ssize_t)si;
-		if (pm_failed(m, ti, si))
-			return -1;
-		const struct ptok *t = &m->pat->t[ti];
-		if (t->kind == PT_LIT) {
-			if (si + t->litlen > m->len || memcmp(m->s + si, t->lit, t->litlen) != 0) {
-				pm_setfailed(m, ti, si);
-				return -1;
-			}
-			/* no branching: the failure of (ti+1, si+len) implies ours */
-			ssize_t r = pm_run(m, ti + 1, si + t->litlen);
-			if (r < 0)
-				pm_setfailed(m, ti, si);
-			return r;
-		}
-		if (t->kind == PT_ANY) {
-			size_t w;
-			if (si >= m->len || m->s[si] == '\n') {
-				pm_setfailed(m, ti, si);
-				return -1;
-			}
-			utf8_decode((const unsigned char *)m->s + si, m->len - si, &w);
-			ssize_t r = pm_run(m, ti + 1, si + w);
-			if (r < 0)
-				pm_setfailed(m, ti, si);
-			return r;
-		}
-		/* STAR: collect the possible ends (rune boundaries, no newline) */
-		size_t maxe = si;
-		while (maxe < m->len && m->s[maxe] != '\n') {
-			size_t w;
-			utf8_decode((const unsigned char *)m->s + maxe, m->len - maxe, &w);
-			maxe += w;
-		}
-		if (m->greedy) {
-			/* walk back over rune boundaries from maxe to si */
-			size_t e = maxe;
-			for (;;) {
-				ssize_t r = pm_run(m, ti + 1, e);
-				if (r >= 0)
-					return r;
-				if (e == si)
-					break;
-				/* previous boundary: decode forward from si is costly; step back over continuation bytes */
-				size_t pe = e - 1;
-				while (pe > si && ((unsigned char)m->s[pe] & 0xc0) == 0x80)
-					pe--;
-				/* make sure pe is a real boundary by decoding from it */
-				size_t w;
-				utf8_decode((const unsigned char *)m->s + pe, m->len - pe, &w);
-				if (pe + w != e) {
-					/* invalid sequence: bytes are single runes */
-					pe = e - 1;
-				}
-				e = pe;
-			}
-		} else {
-			size_t e = si;
-			for (;;) {
-				ssize_t r = pm_run(m, ti + 1, e);
-				if (r >= 0)
-					return r;
-				if (e >= maxe)
-					break;
-				size_t w;
-				utf8_decode((const unsigned char *)m->s + e, m->len - e, &w);
-				e += w;
-			}
-		}
-		pm_setfailed(m, ti, si);
-		return -1;
-	}
+	size_t pe = e - 1;
+	while (pe > lo && ((unsigned char)s[pe] & 0xc0) == 0x80)
+		pe--;
+	size_t w;
+	utf8_decode((const unsigned char *)s + pe, len - pe, &w);
+	if (pe + w != e)
+		pe = e - 1; /* inside an invalid sequence: bytes are runes of their own */
+	return pe;
 }
 
-static void pm_init(struct pmatch *m, const struct pattern *pat, const char *s, size_t len, bool greedy)
+struct pframe {
+	size_t ti, si, cur, maxe;
+};
+
+/* Match tokens from ti at text position si (anchored start, free end), in
+ * the order a backtracking regex engine prefers (greedy: longest first;
+ * lazy: shortest first); returns the end or -1.  Iterative, with an
+ * explicit stack of star choices; failed (star, position) pairs are
+ * remembered, so the work is bounded by tokens x text. */
+static ssize_t pm_run(struct pmatch *m, size_t ti, size_t si)
+{
+	struct pframe *st = NULL;
+	size_t nst = 0, cap = 0;
+	ssize_t result = -1;
+	for (;;) {
+		/* literals and '?' */
+		bool ok = true;
+		while (ti < m->pat->n && m->pat->t[ti].kind != PT_STAR) {
+			const struct ptok *t = &m->pat->t[ti];
+			if (t->kind == PT_LIT) {
+				if (si + t->litlen > m->len || memcmp(m->s + si, t->lit, t->litlen) != 0) {
+					ok = false;
+					break;
+				}
+				si += t->litlen;
+			} else {
+				size_t w;
+				if (si >= m->len || m->s[si] == '\n') {
+					ok = false;
+					break;
+				}
+				utf8_decode((const unsigned char *)m->s + si, m->len - si, &w);
+				si += w;
+			}
+			ti++;
+		}
+		if (ok && ti == m->pat->n) {
+			result = (ssize_t)si;
+			break;
+		}
+		if (ok && !pm_failed(m, ti, si)) {
+			/* a star: push its choices */
+			size_t maxe = si;
+			while (maxe < m->len && m->s[maxe] != '\n') {
+				size_t w;
+				utf8_decode((const unsigned char *)m->s + maxe, m->len - maxe, &w);
+				maxe += w;
+			}
+			if (nst == cap) {
+				cap = cap ? cap * 2 : 16;
+				st = kiln_xrealloc(st, cap * sizeof(*st));
+			}
+			struct pframe *f = &st[nst++];
+			f->ti = ti;
+			f->si = si;
+			f->maxe = maxe;
+			f->cur = m->greedy ? maxe : si;
+			ti = ti + 1;
+			si = f->cur;
+			continue;
+		}
+		/* backtrack to the next choice of the innermost star */
+		bool resumed = false;
+		while (nst > 0) {
+			struct pframe *f = &st[nst - 1];
+			bool more;
+			if (m->greedy) {
+				more = f->cur > f->si;
+				if (more)
+					f->cur = prev_boundary(m->s, m->len, f->si, f->cur);
+			} else {
+				more = f->cur < f->maxe;
+				if (more) {
+					size_t w;
+					utf8_decode((const unsigned char *)m->s + f->cur, m->len - f->cur, &w);
+					f->cur += w;
+				}
+			}
+			if (more) {
+				ti = f->ti + 1;
+				si = f->cur;
+				resumed = true;
+				break;
+			}
+			pm_setfailed(m, f->ti, f->si);
+			nst--;
+		}
+		if (!resumed)
+			break;
+	}
+	free(st);
+	return result;
+}
+
+#define PM_MAX_MEMO_BITS ((size_t)1 << 28)
+
+/* Returns -1 when the pattern is too complex for the text (the memo would
+ * exceed 32 MiB). */
+static int pm_init(struct pmatch *m, const struct pattern *pat, const char *s, size_t len, bool greedy)
 {
 	m->pat = pat;
 	m->s = s;
 	m->len = len;
 	m->greedy = greedy;
-	size_t bits = (pat->n + 1) * (len + 1);
+	m->failed = NULL;
+	if (pat->nstars && (len + 1) > PM_MAX_MEMO_BITS / pat->nstars)
+		return -1;
+	size_t bits = pat->nstars * (len + 1);
 	m->failed = kiln_xcalloc(bits / 8 + 1, 1);
+	return 0;
 }
 
 /* Reverse a string rune by rune (invalid bytes stay single). */
@@ -581,8 +623,14 @@ int kiln_expand_trim(const char *value, const char *pattern, bool suffix, bool l
 	if (pattern_compile(pattern, &pat, why, sizeof(why)) < 0)
 		return kiln_err_set(err, 0, "invalid pattern (%s) in substitution: %s", pattern, why);
 	size_t len = strlen(value);
+	struct pmatch m;
+	if (pm_init(&m, &pat, value, len, longest) < 0) {
+		free(pat.t);
+		return kiln_err_set(err, 0, "substitution pattern too complex (%zu wildcards for %zu bytes)",
+				    pat.nstars, len);
+	}
+	free(m.failed);
 	if (!suffix) {
-		struct pmatch m;
 		pm_init(&m, &pat, value, len, longest);
 		ssize_t e = pm_run(&m, 0, 0);
 		free(m.failed);
@@ -596,7 +644,6 @@ int kiln_expand_trim(const char *value, const char *pattern, bool suffix, bool l
 			pat.t[pat.n - 1 - i] = tmp;
 		}
 		char *rev = reverse_runes(value, len);
-		struct pmatch m;
 		pm_init(&m, &pat, rev, len, longest);
 		ssize_t e = pm_run(&m, 0, 0);
 		free(m.failed);
@@ -662,7 +709,11 @@ int kiln_expand_replace(const char *value, const char *pattern, const char *repl
 		return kiln_err_set(err, 0, "invalid pattern (%s) in substitution: %s", pattern, why);
 	size_t len = strlen(value);
 	struct pmatch m;
-	pm_init(&m, &pat, value, len, true);
+	if (pm_init(&m, &pat, value, len, true) < 0) {
+		free(pat.t);
+		return kiln_err_set(err, 0, "substitution pattern too complex (%zu wildcards for %zu bytes)",
+				    pat.nstars, len);
+	}
 	struct kiln_buf b = {0};
 	kiln_buf_puts(&b, "");
 	size_t search = 0, last_end = 0;

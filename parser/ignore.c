@@ -123,6 +123,7 @@ struct tok {
 	bool negated;
 	struct range *ranges;
 	size_t nranges;
+	size_t star;       /* wildcards: ordinal (the memo row) */
 };
 
 enum match_type { M_EXACT, M_PREFIX, M_SUFFIX, M_REGEXP };
@@ -133,6 +134,7 @@ struct ipat {
 	enum match_type type;
 	struct tok *toks;
 	size_t ntoks;
+	size_t nstars;
 };
 
 struct kiln_ignore {
@@ -314,6 +316,10 @@ static void compile(struct ipat *ip)
 		}
 	}
 	ip->type = type;
+	ip->nstars = 0;
+	for (size_t k = 0; k < ip->ntoks; k++)
+		if (ip->toks[k].kind == T_STAR || ip->toks[k].kind == T_DSTAR || ip->toks[k].kind == T_DSTAR_END)
+			ip->toks[k].star = ip->nstars++;
 }
 
 /* ------------------------------------------------------------ matcher */
@@ -350,33 +356,50 @@ static bool class_has(const struct tok *t, int32_t r)
 	return in != t->negated;
 }
 
+/* Literals, '?' and classes are walked in a loop; only the wildcards
+ * branch (recursion depth = number of wildcards), and a failed (wildcard,
+ * position) pair is remembered. */
 static bool mrun(struct mstate *m, size_t ti, size_t si)
 {
-	if (si == m->len && m->partial)
-		return true;
-	if (ti == m->nt)
-		return si == m->len;
-	if (mfailed(m, ti, si))
-		return false;
-	const struct tok *t = &m->t[ti];
-	bool ok = false;
 	size_t w;
-	switch (t->kind) {
-	case T_LIT:
-		ok = si < m->len && (unsigned char)m->s[si] == t->c && mrun(m, ti + 1, si + 1);
-		break;
-	case T_QMARK:
-		if (si < m->len && m->s[si] != '/') {
+	for (;;) {
+		if (si == m->len && m->partial)
+			return true;
+		if (ti == m->nt)
+			return si == m->len;
+		const struct tok *t = &m->t[ti];
+		if (t->kind == T_LIT) {
+			if (si >= m->len || (unsigned char)m->s[si] != t->c)
+				return false;
+			si++;
+			ti++;
+			continue;
+		}
+		if (t->kind == T_QMARK) {
+			if (si >= m->len || m->s[si] == '/')
+				return false;
 			dec(m->s + si, m->len - si, &w);
-			ok = mrun(m, ti + 1, si + w);
+			si += w;
+			ti++;
+			continue;
 		}
-		break;
-	case T_CLASS:
-		if (si < m->len) {
+		if (t->kind == T_CLASS) {
+			if (si >= m->len)
+				return false;
 			int32_t r = dec(m->s + si, m->len - si, &w);
-			ok = class_has(t, r) && mrun(m, ti + 1, si + w);
+			if (!class_has(t, r))
+				return false;
+			si += w;
+			ti++;
+			continue;
 		}
 		break;
+	}
+	const struct tok *t = &m->t[ti];
+	if (mfailed(m, t->star, si))
+		return false;
+	bool ok = false;
+	switch (t->kind) {
 	case T_STAR: {
 		size_t e = si;
 		for (;;) {
@@ -408,16 +431,18 @@ static bool mrun(struct mstate *m, size_t ti, size_t si)
 	case T_DSTAR_END:
 		ok = !memchr(m->s + si, '\n', m->len - si) && mrun(m, ti + 1, m->len);
 		break;
+	default:
+		break;
 	}
 	if (!ok)
-		msetfailed(m, ti, si);
+		msetfailed(m, t->star, si);
 	return ok;
 }
 
 static bool regex_match(const struct ipat *ip, const char *s, size_t len, bool partial)
 {
 	struct mstate m = {.t = ip->toks, .nt = ip->ntoks, .s = s, .len = len, .partial = partial};
-	size_t bits = (ip->ntoks + 1) * (len + 1);
+	size_t bits = (ip->nstars + 1) * (len + 1);
 	m.failed = kiln_xcalloc(bits / 8 + 1, 1);
 	bool r = mrun(&m, 0, 0);
 	free(m.failed);

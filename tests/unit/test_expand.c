@@ -454,6 +454,26 @@ static void test_patterns(void **state)
 	assert_int_equal(kiln_expand_trim(big, "*a*a*a*a*a*a*b", false, true, &out, &err), 0);
 	assert_string_equal(out, big);
 	free(out);
+	/* long patterns do not recurse per character; absurd ones are refused */
+	struct kiln_buf lp = {0};
+	for (int i = 0; i < 200000; i++)
+		kiln_buf_puts(&lp, "?");
+	char *bigv = kiln_xmalloc(200001);
+	memset(bigv, 'x', 200000);
+	bigv[200000] = 0;
+	assert_int_equal(kiln_expand_trim(bigv, lp.data, false, false, &out, &err), 0);
+	assert_string_equal(out, "");
+	free(out);
+	kiln_buf_free(&lp);
+	for (int i = 0; i < 5000; i++)
+		kiln_buf_puts(&lp, "*x");
+	assert_int_equal(kiln_expand_replace(bigv, lp.data, "-", true, &out, &err), -1);
+	assert_non_null(strstr(err.msg, "too complex"));
+	kiln_buf_free(&lp);
+	assert_int_equal(kiln_expand_trim(bigv, "****x", true, true, &out, &err), 0);
+	assert_string_equal(out, "");
+	free(out);
+	free(bigv);
 	kiln_env_free(&env);
 }
 

@@ -400,6 +400,22 @@ static void test_pathological(void **state)
 	assert_true(kiln_now_ns() - t0 < 5000000000ull);
 	kiln_ignore_free(ig);
 	kiln_buf_free(&b);
+
+	/* a very long pattern is walked, not recursed per character */
+	struct kiln_buf lp = {0};
+	kiln_buf_puts(&lp, "?");
+	for (int i = 0; i < 300000; i++)
+		kiln_buf_putc(&lp, 'a');
+	kiln_buf_putc(&lp, '\n');
+	ig = mk(lp.data);
+	char *longp = kiln_xstrndup(lp.data, lp.len - 1);
+	longp[0] = 'z';
+	assert_true(kiln_ignore_match(ig, longp));
+	longp[lp.len - 2] = 'b';
+	assert_false(kiln_ignore_match(ig, longp));
+	free(longp);
+	kiln_ignore_free(ig);
+	kiln_buf_free(&lp);
 }
 
 int main(void)
