@@ -1250,7 +1250,8 @@ int kiln_store_fsck(struct kiln_store *s, struct kiln_fsck_report *r, struct kil
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
 			kiln_strv_push(&names, de->d_name);
 	closedir(d);
-	qsort(names.v, names.n, sizeof(char *), dcmp);
+	if (names.n)
+		qsort(names.v, names.n, sizeof(char *), dcmp);
 	for (size_t i = 0; i < names.n; i++) {
 		char dg[KILN_DIGEST_MAX];
 		snprintf(dg, sizeof(dg), "sha256:%.64s", names.v[i]);
