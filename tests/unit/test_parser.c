@@ -426,6 +426,43 @@ static void test_continuation_edges(void **state)
 	kiln_df_free(df);
 }
 
+/* BuildKit's TestParseIncludesLineNumbers file. */
+static void test_line_numbers(void **state)
+{
+	(void)state;
+	struct kiln_df *df = parse_ok("# ESCAPE=\\\n\n\n\n"
+				      "FROM brimstone/ubuntu:14.04@sha256:f58e9b93e0cbbcb22ca4f995a14447732cce2aa6ff4d66d6112374272790f4e1\n"
+				      "\n\n# TORUN -v /var/run/docker.sock:/var/run/docker.sock\n\n\n"
+				      "ENV GOPATH \\\n/go\n\n\n\n"
+				      "# Install the packages we need, clean up after them and us\n"
+				      "RUN apt-get update \\\n"
+				      "\t&& dpkg -l | awk '/^ii/ {print $2}' > /tmp/dpkg.clean \\\n\n\n"
+				      "    && apt-get --no-install-recommends install -y git golang ca-certificates \\\n"
+				      "    && apt-get clean \\\n"
+				      "    && rm -rf /var/lib/apt/lists \\\n\n"
+				      "\t&& go get -v github.com/brimstone/consuldock \\\n"
+				      "    && mv $GOPATH/bin/consuldock /usr/local/bin/consuldock \\\n\n"
+				      "\t&& dpkg -l | awk '/^ii/ {print $2}' > /tmp/dpkg.dirty \\\n"
+				      "\t&& apt-get remove --purge -y $(diff /tmp/dpkg.clean /tmp/dpkg.dirty | awk '/^>/ {print $2}') \\\n"
+				      "\t&& rm /tmp/dpkg.* \\\n"
+				      "\t&& rm -rf $GOPATH\n\n\n\n\n");
+	assert_int_equal(df->n_nodes, 3);
+	assert_int_equal(df->escape_line, 1);
+	const int want[3][2] = {{5, 5}, {11, 12}, {17, 31}};
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(df->nodes[i].start_line, want[i][0]);
+		assert_int_equal(df->nodes[i].end_line, want[i][1]);
+	}
+	assert_int_equal(df->warnings.n, 1);
+	kiln_df_free(df);
+	/* BuildKit's TestParseWords, through ARG. */
+	expect_dump("ARG foo\nARG foo bar\nARG foo\\ bar\nARG foo=bar\nARG foo bar 'abc xyz'\nARG foo bar \"abc xyz\"\n"
+		    "ARG \xc3\xa0\xc3\xb6\xc3\xbb\nARG f\xc3\xb6o b\xc3\xa0r \"\xc3\xa2""bc x\xc3\xbfz\"\n",
+		    "(arg \"foo\")\n(arg \"foo\" \"bar\")\n(arg \"foo\\\\ bar\")\n(arg \"foo=bar\")\n"
+		    "(arg \"foo\" \"bar\" \"'abc xyz'\")\n(arg \"foo\" \"bar\" \"\\\"abc xyz\\\"\")\n"
+		    "(arg \"\xc3\xa0\xc3\xb6\xc3\xbb\")\n(arg \"f\xc3\xb6o\" \"b\xc3\xa0r\" \"\\\"\xc3\xa2""bc x\xc3\xbfz\\\"\")\n");
+}
+
 static void test_crlf_and_bom(void **state)
 {
 	(void)state;
@@ -788,6 +825,7 @@ int main(void)
 		cmocka_unit_test(test_json_edges),
 		cmocka_unit_test(test_continue_indent_case),
 		cmocka_unit_test(test_continuation_edges),
+		cmocka_unit_test(test_line_numbers),
 		cmocka_unit_test(test_crlf_and_bom),
 		cmocka_unit_test(test_directives),
 		cmocka_unit_test(test_instruction_args),
