@@ -60,9 +60,10 @@ static int openat2_fd(int dirfd, const char *path, int flags, mode_t mode, uint6
 	how.mode = (flags & O_CREAT) ? mode : 0;
 	how.resolve = resolve;
 	long r;
+	int tries = 0;   /* EAGAIN: a rename raced the ".." checks; retry a bounded number of times */
 	do
 		r = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-	while (r < 0 && (errno == EINTR || errno == EAGAIN));
+	while (r < 0 && (errno == EINTR || errno == EAGAIN) && ++tries < 64);
 	return (int)r;
 }
 
