@@ -20,6 +20,8 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
+#include <signal.h>
 #include <grp.h>
 #include <unistd.h>
 
@@ -1638,6 +1640,52 @@ static void test_apply_unprivileged(void **state)
 	assert_outside_unchanged();
 }
 
+/* CVE-2018-15664 style: while the layer is applied, another process swaps a
+ * directory of the tree with a symlink that points out of it, over and over. */
+static void test_hostile_race(void **state)
+{
+	(void)state;
+	struct kiln_err err = {0};
+	char *root = reset_root();
+	char *d = in_root("d"), *sw = in_root("sw"), *s2 = in_root("s2");
+	assert_int_equal(mkdir(d, 0755), 0);
+	char *hostetc = pjoin(g_base, "hostetc");
+	assert_int_equal(symlink(hostetc, sw), 0);
+	assert_int_equal(symlink("../../../../../../..", s2), 0);
+	enum { N = 400 };
+	struct hent *t = kiln_xcalloc(N, sizeof *t);
+	char (*names)[32] = kiln_xcalloc(N, 32);
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], 32, i % 3 == 0 ? "d/passwd" : i % 3 == 1 ? "d/f%d" : "d/", i);
+		t[i] = (struct hent){ i % 3 == 2 ? 'd' : 'f', names[i], 0, i % 3 == 2 ? 0 : "evil", 0700, 0, 0 };
+	}
+	int ok = 0, failed = 0;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		for (unsigned long i = 0;; i++)
+			syscall(SYS_renameat2, AT_FDCWD, d, AT_FDCWD, (i & 1) ? sw : s2, 2 /* RENAME_EXCHANGE */);
+	}
+	for (int round = 0; round < 20; round++) {
+		if (apply_tar(t, N, &OPTS, &err) == 0)
+			ok++;
+		else
+			failed++;
+	}
+	kill(pid, SIGKILL);
+	int st;
+	waitpid(pid, &st, 0);
+	assert_int_equal(ok + failed, 20);
+	free(t);
+	free(names);
+	free(hostetc);
+	free(d);
+	free(sw);
+	free(s2);
+	free(root);
+	assert_outside_unchanged();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1657,6 +1705,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_dir_then_symlink),
 		cmocka_unit_test(test_hostile_misc),
 		cmocka_unit_test(test_hostile_long_and_deep),
+		cmocka_unit_test(test_hostile_race),
 		cmocka_unit_test(test_interop_tools),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
