@@ -1091,7 +1091,7 @@ static void sh_name(struct shlex *l, struct kiln_buf *name)
 				kiln_go_put_rune(name, (uint32_t)sh_next(l));
 			return;
 		}
-		if (name->len == 0 && strchr("@*#?-$!0", ch) && ch != 0) {
+		if (name->len == 0 && ch > 0 && ch < 0x80 && strchr("@*#?-$!0", ch)) {
 			kiln_go_put_rune(name, (uint32_t)sh_next(l));
 			return;
 		}
