@@ -96,7 +96,7 @@ int kiln_cmd_ps(int argc, char **argv)
 		if (strlen(s->command) > 20)
 			snprintf(cmd, sizeof(cmd), "\"%.19s…\"", s->command);
 		else
-			snprintf(cmd, sizeof(cmd), "\"%s\"", s->command);
+			snprintf(cmd, sizeof(cmd), "\"%.20s\"", s->command);
 		printf("%-15.12s %-20.20s %-24s %-16s %-26s %-20s %s\n", s->id, s->image, cmd, created, status,
 		       running ? s->ports : "", s->name);
 	}

@@ -90,12 +90,17 @@ int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err
 			return kiln_err_set(err, 0, "invalid protocol in port \"%s\"", s);
 	}
 	/* [IP:]HOST:CONTAINER or CONTAINER */
+	int colons = 0;
+	for (const char *c = buf; *c; c++)
+		colons += *c == ':';
+	if (colons > 2)
+		return kiln_err_set(err, 0, "invalid port \"%s\" (want [IP:]HOST:CONTAINER[/udp])", s);
 	char *parts[3];
 	int n = 0;
 	char *save = NULL;
 	for (char *t = strtok_r(buf, ":", &save); t && n < 3; t = strtok_r(NULL, ":", &save))
 		parts[n++] = t;
-	if (n < 1 || n > 3 || strtok_r(NULL, ":", &save))
+	if (n != colons + 1)
 		return kiln_err_set(err, 0, "invalid port \"%s\" (want [IP:]HOST:CONTAINER[/udp])", s);
 	int64_t hp = 0, cp = 0;
 	if (n == 1) {
@@ -110,11 +115,8 @@ int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err
 		return kiln_err_set(err, 0, "port out of range in \"%s\"", s);
 	p->host_port = (uint16_t)hp;
 	p->container_port = (uint16_t)cp;
-	if (n == 3) {
-		static __thread char ipbuf[64];
-		snprintf(ipbuf, sizeof(ipbuf), "%s", parts[0]);
-		p->host_ip = kiln_xstrdup(ipbuf);
-	}
+	if (n == 3)
+		p->host_ip = kiln_xstrdup(parts[0]);
 	return 0;
 }
 

@@ -136,12 +136,14 @@ int kiln_container_find(const char *root, const char *ref, struct kiln_container
 		if (kiln_container_load(root, e->d_name, &s, NULL) < 0)
 			continue;
 		if (!strcmp(s.name, ref) || !strcmp(s.id, ref)) {
-			snprintf(found, sizeof(found), "%s", e->d_name);
+			memcpy(found, e->d_name, 64);
+			found[64] = '\0';
 			exact = true;
 			break;
 		}
 		if (!strncmp(s.id, ref, strlen(ref))) {
-			snprintf(found, sizeof(found), "%s", e->d_name);
+			memcpy(found, e->d_name, 64);
+			found[64] = '\0';
 			matches++;
 		}
 	}
