@@ -1275,8 +1275,18 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 		cur->n_steps++;
 		/* the graph */
 		if ((kind == KILN_STEP_COPY || kind == KILN_STEP_ADD) && s->copy.from) {
-			int r = resolve_stage_ref(df, node, plan, n_from, all_names, cur->index, s->copy.from,
-						  "from flag", err);
+			/* --from=$VAR: resolved here with the global ARGs (best
+			 * effort; the builder may resolve again with the stage's
+			 * environment) */
+			char *ref = NULL;
+			struct kiln_err e2 = {0};
+			if (!strchr(s->copy.from, '$') ||
+			    kiln_expand_word(s->copy.from, &plan->global_env, plan->escape, &ref, &e2) < 0) {
+				free(ref);
+				ref = kiln_xstrdup(s->copy.from);
+			}
+			int r = resolve_stage_ref(df, node, plan, n_from, all_names, cur->index, ref, "from flag", err);
+			free(ref);
 			if (r == -2)
 				goto out;
 			s->copy.from_stage = r;

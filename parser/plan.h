@@ -127,7 +127,8 @@ struct kiln_step_copy {
 	size_t n_heredocs;
 	char *dest;
 	char *from;                     /* --from as written, NULL when absent */
-	int from_stage;                 /* --from resolved to a stage index, else -1 (an image) */
+	int from_stage;                 /* --from resolved to a stage index, else -1 (an image); a
+					   --from with variables is resolved with the global ARGs */
 	char *chown, *chmod, *checksum; /* NULL when absent */
 	bool link, parents, keep_git_dir;
 	int unpack;                     /* ADD --unpack: -1 not given, 0 false, 1 true */

@@ -334,7 +334,14 @@ static void test_copy_add(void **state)
 	c = &st->steps[5];
 	assert_string_equal(c->copy.from, "nginx:latest");
 	assert_int_equal(c->copy.from_stage, -1); /* an image */
-	assert_int_equal(st->n_deps, 1);
+	assert_int_equal(st->n_deps, 1);          /* only stage b */
+	kiln_plan_free(p);
+
+	/* --from with a global ARG resolves to the stage it names */
+	p = mkplan("ARG SRC=b\nFROM busybox AS b\nFROM busybox\nCOPY --from=${SRC} /a /b\n");
+	assert_string_equal(p->stages[1].steps[0].copy.from, "${SRC}");
+	assert_int_equal(p->stages[1].steps[0].copy.from_stage, 0);
+	assert_int_equal(p->stages[1].n_deps, 1);
 	kiln_plan_free(p);
 }
 
