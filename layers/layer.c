@@ -1178,10 +1178,15 @@ static int write_directory(struct actx *c, int pfd, const char *base, const char
 	return 0;
 }
 
-/* Remove what earlier layers put into the directory pfd (entries this layer
- * created stay). */
-static int opaque_clear(struct actx *c, int pfd, const char *name)
+/* Remove what earlier layers put into the directory pfd.  Entries this layer
+ * created stay; a lower directory is emptied the same way and removed only
+ * when nothing of this layer is inside it (so o/sub/x written before
+ * o/.wh..wh..opq survives, with o/sub's lower contents gone).  *kept tells
+ * whether anything was kept. */
+static int opaque_clear(struct actx *c, int pfd, const char *name, int depth, bool *kept)
 {
+	if (depth > 4096)
+		return kiln_err_set(c->err, ELOOP, "layer entry %s: opaque directory too deep", name);
 	struct stat pst;
 	if (fstat(pfd, &pst) < 0)
 		return kiln_err_set(c->err, errno, "layer entry %s: stat", name);
@@ -1193,22 +1198,47 @@ static int opaque_clear(struct actx *c, int pfd, const char *name)
 		close(dfd);
 		return kiln_err_set(c->err, errno, "layer entry %s: opendir", name);
 	}
-	struct kiln_strv victims = {0};
+	struct kiln_strv names = {0};
 	struct dirent *de;
-	char key[NAME_MAX + 64];
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		created_key(key, sizeof key, &pst, de->d_name);
-		if (!strmap_find(&c->created, key))
-			kiln_strv_push(&victims, de->d_name);
-	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			kiln_strv_push(&names, de->d_name);
 	closedir(d);
 	int rc = 0;
-	for (size_t i = 0; i < victims.n && rc == 0; i++)
-		if (kiln_rm_rf_at(pfd, victims.v[i], c->err) < 0)
-			rc = kiln_err_wrap(c->err, "layer entry %s: opaque directory", name);
-	kiln_strv_free(&victims);
+	char key[NAME_MAX + 64];
+	for (size_t i = 0; i < names.n && rc == 0; i++) {
+		const char *n = names.v[i];
+		created_key(key, sizeof key, &pst, n);
+		bool created = strmap_find(&c->created, key) != NULL;
+		struct stat st;
+		if (fstatat(pfd, n, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			rc = kiln_err_set(c->err, errno, "layer entry %s: opaque directory", name);
+			break;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(pfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0) {
+				rc = kiln_err_set(c->err, errno, "layer entry %s: opaque directory", name);
+				break;
+			}
+			bool sub_kept = false;
+			rc = opaque_clear(c, sub, name, depth + 1, &sub_kept);
+			close(sub);
+			if (rc < 0)
+				break;
+			if (created || sub_kept)
+				*kept = true;
+			else if (unlinkat(pfd, n, AT_REMOVEDIR) < 0 && errno != ENOENT)
+				rc = kiln_err_set(c->err, errno, "layer entry %s: opaque directory", name);
+		} else if (created) {
+			*kept = true;
+		} else if (unlinkat(pfd, n, 0) < 0 && errno != ENOENT) {
+			rc = kiln_err_set(c->err, errno, "layer entry %s: opaque directory", name);
+		}
+	}
+	kiln_strv_free(&names);
 	return rc;
 }
 
@@ -1237,7 +1267,8 @@ static int apply_entry(struct actx *c, struct archive_entry *e)
 			KILN_AUTOCLOSE int pfd = open_parent(c, dir, true, NULL);
 			if (pfd < 0)
 				return kiln_err_wrap(c->err, "layer entry %s", raw);
-			return opaque_clear(c, pfd, raw);
+			bool kept = false;
+			return opaque_clear(c, pfd, raw, 0, &kept);
 		}
 		if (kiln_str_has_prefix(base, ".wh..wh."))
 			return 0;   /* aufs metadata, meaningless here */

@@ -958,6 +958,9 @@ static void test_apply_whiteouts(void **state)
 		{ 'd', "o/", 0, 0, 0, 0, 0 },
 		{ 'f', "o/lower", 0, "lower", 0, 0, 0 },
 		{ 'f', "keep", 0, "keep", 0, 0, 0 },
+		{ 'd', "o/sub/", 0, 0, 0, 0, 0 },
+		{ 'f', "o/sub/lowerfile", 0, "lower", 0, 0, 0 },
+		{ 'd', "o/sub/lowerdir/", 0, 0, 0, 0, 0 },
 	};
 	assert_int_equal(apply_tar(base, sizeof base / sizeof *base, &OPTS, &err), 0);
 	const struct hent upper[] = {
@@ -966,6 +969,7 @@ static void test_apply_whiteouts(void **state)
 		{ 'f', "a/.wh.sub", 0, "", 0, 0, 0 },
 		{ 'd', "o/", 0, 0, 0, 0, 0 },
 		{ 'f', "o/early", 0, "early", 0, 0, 0 },   /* same layer, before the marker: stays */
+		{ 'f', "o/sub/x", 0, "x", 0, 0, 0 },       /* ...also deeper, in a lower directory */
 		{ 'f', "o/.wh..wh..opq", 0, "", 0, 0, 0 },
 		{ 'f', "o/new", 0, "new", 0, 0, 0 },
 		{ 'f', "x/.wh.nothing", 0, "", 0, 0, 0 },  /* parent missing: nothing to do */
@@ -981,6 +985,9 @@ static void test_apply_whiteouts(void **state)
 	EXISTS("a/.wh.sub", 0);
 	EXISTS("o/lower", 0);
 	EXISTS("o/early", 1);
+	EXISTS("o/sub/x", 1);
+	EXISTS("o/sub/lowerfile", 0);
+	EXISTS("o/sub/lowerdir", 0);
 	EXISTS("o/new", 1);
 	EXISTS("o/.wh..wh..opq", 0);
 	EXISTS("keep", 1);
