@@ -1252,6 +1252,10 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 						goto out;
 					}
 					has = true;
+				} else if (kiln_env_get(&plan->global_env, k)) {
+					/* e.g. "ARG TARGETPLATFORM": the automatic value */
+					val = kiln_xstrdup(kiln_env_get(&plan->global_env, k));
+					has = true;
 				}
 				plan->global_args = kiln_xrealloc(plan->global_args,
 								  (plan->n_global_args + 1) * sizeof(struct kiln_plan_kv));

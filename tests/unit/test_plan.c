@@ -142,6 +142,14 @@ static void test_build_args_and_platform(void **state)
 	assert_string_equal(kiln_env_get(&p->global_env, "TAG"), "1.36");
 	assert_non_null(kiln_env_get(&p->global_env, "TARGETARCH"));
 	kiln_plan_free(p);
+
+	/* a global ARG naming a platform arg gets its automatic value */
+	p = mkplan("ARG TARGETARCH\nFROM busybox:$TARGETARCH\n");
+	assert_true(p->global_args[0].has_value);
+	assert_string_equal(p->global_args[0].value, kiln_env_get(&p->global_env, "TARGETARCH"));
+	assert_true(kiln_str_has_prefix(p->stages[0].base, "busybox:"));
+	assert_true(strlen(p->stages[0].base) > strlen("busybox:"));
+	kiln_plan_free(p);
 	kiln_env_free(&args);
 
 	struct kiln_env pa = {0};
