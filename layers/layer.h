@@ -75,7 +75,19 @@ struct kiln_layer_write_opts {
  * or pipe, written from its current position).  Files are read beneath rootfd
  * only (never following symlinks out of it).  Deterministic: sorted entries,
  * numeric ids, no atime/ctime, xattrs once, 1024-byte end, gzip without a
- * timestamp.  Hard links inside the change set become tar hard links. */
+ * timestamp.  Hard links inside the change set become tar hard links.
+ *
+ * Details: a directory change writes the directory's header only (list its
+ * contents as changes of their own); parents are added from the tree; order is
+ * bytewise per path component (a directory right before its subtree, an
+ * opaque marker right after its directory); mtimes are whole seconds (clamped
+ * with source_date_epoch >= 0); whiteouts are empty 0644 files owned 0:0 with
+ * mtime source_date_epoch (or 0); a path both deleted and written is written;
+ * a path named ".wh.*" is refused (it would read back as a whiteout); sockets
+ * are skipped; xattrs are copied except security.selinux, system.*,
+ * trusted.overlay.* and user.overlay.*; names are stored as UTF-8 pax records
+ * when they are UTF-8, else as raw bytes (hdrcharset=BINARY).  The result is
+ * described in *info (digest and size of the blob, diff_id of the tar). */
 int kiln_layer_write(int rootfd, const struct kiln_changes *changes,
 		     const struct kiln_layer_write_opts *opts, int out_fd,
 		     struct kiln_layer_info *info, struct kiln_err *err);
