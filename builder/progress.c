@@ -1,9 +1,11 @@
 /* kiln — build progress output. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "builder/progress.h"
@@ -35,7 +37,6 @@ void kiln_progress_init(struct kiln_progress *p, enum kiln_progress_mode mode, b
 	p->mode = mode;
 	p->next_id = 1;
 	p->relay_fd = -1;
-	p->relay_read = -1;
 	p->build_start_ns = kiln_now_ns();
 	pthread_mutex_init(&p->lock, NULL);
 }
@@ -135,6 +136,8 @@ void kiln_progress_info(struct kiln_progress *p, const char *fmt, ...)
 void kiln_progress_note(struct kiln_progress *p, const char *fmt, ...)
 {
 	int id = p->next_id++;
+	p->cur_id = id;
+	p->step_start_ns = kiln_now_ns();
 	if (p->mode == KILN_PROGRESS_QUIET)
 		return;
 	va_list ap;
@@ -143,49 +146,49 @@ void kiln_progress_note(struct kiln_progress *p, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void *relay_main(void *arg)
+static void relay_write_line(struct kiln_progress *p, int out, const char *line, size_t len)
 {
-	struct kiln_progress *p = arg;
+	char head[64];
+	int h = snprintf(head, sizeof(head), "#%d %.3f ", p->cur_id, secs(kiln_now_ns() - p->step_start_ns));
+	kiln_write_all(out, head, (size_t)h);
+	kiln_write_all(out, line, len);
+	kiln_write_all(out, "\n", 1);
+}
+
+/* The relay runs in a forked process (not a thread: the sandbox clones the
+ * calling process, and a thread holding a libc lock at that moment would
+ * deadlock the container's setup). */
+static void relay_main(struct kiln_progress *p, int in)
+{
+	int out = fileno(p->out);
 	char buf[8192];
-	struct kiln_buf line = {0};
+	char *line = malloc(65536);
+	size_t ll = 0;
 	for (;;) {
-		ssize_t r = read(p->relay_read, buf, sizeof(buf));
+		ssize_t r = read(in, buf, sizeof(buf));
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			break;
 		if (p->mode == KILN_PROGRESS_QUIET)
 			continue;
-		if (p->mode == KILN_PROGRESS_TTY) {
-			pthread_mutex_lock(&p->lock);
-			fwrite(buf, 1, (size_t)r, p->out);
-			fflush(p->out);
-			pthread_mutex_unlock(&p->lock);
+		if (p->mode == KILN_PROGRESS_TTY || !line) {
+			kiln_write_all(out, buf, (size_t)r);
 			continue;
 		}
 		for (ssize_t i = 0; i < r; i++) {
-			if (buf[i] != '\n') {
-				kiln_buf_putc(&line, buf[i]);
-				continue;
+			if (buf[i] == '\n' || ll == 65536) {
+				relay_write_line(p, out, line, ll);
+				ll = 0;
+				if (buf[i] == '\n')
+					continue;
 			}
-			pthread_mutex_lock(&p->lock);
-			fprintf(p->out, "#%d %.3f %s\n", p->cur_id, secs(kiln_now_ns() - p->step_start_ns),
-				line.data ? line.data : "");
-			fflush(p->out);
-			pthread_mutex_unlock(&p->lock);
-			line.len = 0;
-			if (line.data)
-				line.data[0] = 0;
+			line[ll++] = buf[i];
 		}
 	}
-	if (line.len && p->mode == KILN_PROGRESS_PLAIN) {
-		pthread_mutex_lock(&p->lock);
-		fprintf(p->out, "#%d %.3f %s\n", p->cur_id, secs(kiln_now_ns() - p->step_start_ns), line.data);
-		fflush(p->out);
-		pthread_mutex_unlock(&p->lock);
-	}
-	kiln_buf_free(&line);
-	return NULL;
+	if (ll && p->mode == KILN_PROGRESS_PLAIN)
+		relay_write_line(p, out, line, ll);
+	_exit(0);
 }
 
 int kiln_progress_relay_begin(struct kiln_progress *p)
@@ -194,15 +197,21 @@ int kiln_progress_relay_begin(struct kiln_progress *p)
 	int fds[2];
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return -1;
-	p->relay_read = fds[0];
-	p->relay_fd = fds[1];
-	if (pthread_create(&p->relay_thread, NULL, relay_main, p) != 0) {
+	fflush(p->out);
+	pid_t pid = fork();
+	if (pid < 0) {
 		close(fds[0]);
 		close(fds[1]);
-		p->relay_fd = p->relay_read = -1;
 		return -1;
 	}
-	p->relay_running = true;
+	if (pid == 0) {
+		close(fds[1]);
+		signal(SIGINT, SIG_IGN);
+		relay_main(p, fds[0]);
+	}
+	close(fds[0]);
+	p->relay_pid = pid;
+	p->relay_fd = fds[1];
 	return p->relay_fd;
 }
 
@@ -212,12 +221,10 @@ void kiln_progress_relay_end(struct kiln_progress *p)
 		close(p->relay_fd);
 		p->relay_fd = -1;
 	}
-	if (p->relay_running) {
-		pthread_join(p->relay_thread, NULL);
-		p->relay_running = false;
-	}
-	if (p->relay_read >= 0) {
-		close(p->relay_read);
-		p->relay_read = -1;
+	if (p->relay_pid > 0) {
+		/* ECHILD: someone (the sandbox's waitpid(-1)) reaped it: it has exited */
+		while (waitpid(p->relay_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		p->relay_pid = 0;
 	}
 }

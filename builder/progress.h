@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "common/err.h"
 
@@ -23,9 +24,7 @@ struct kiln_progress {
 	uint64_t step_start_ns;
 	/* live output relay of the current RUN step */
 	int relay_fd;               /* write end handed to the sandbox, or -1 */
-	int relay_read;
-	pthread_t relay_thread;
-	bool relay_running;
+	pid_t relay_pid;            /* the relay process */
 	pthread_mutex_t lock;
 };
 
