@@ -28,7 +28,7 @@ struct kiln_store {
 	int dirfd;          /* ROOT, O_RDONLY|O_DIRECTORY */
 	int blobs_fd;       /* ROOT/blobs/sha256 */
 	int tmp_fd;         /* ROOT/tmp (-1 when read-only and missing) */
-	int lock_fd;        /* ROOT/lock, held shared */
+	int lock_fd;        /* ROOT/lock, held shared by RDWR handles */
 	int index_lock_fd;  /* ROOT/index.lock while write-locked, else -1 */
 	int wlock_depth;
 	bool rdwr;
@@ -236,7 +236,10 @@ int kiln_store_open(const char *root, unsigned flags, struct kiln_store **out, s
 	/* Nobody else has the store open: clean the staging area first. */
 	if (rdwr && flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0)
 		clean_tmp(s);
-	while (flock(s->lock_fd, LOCK_SH) < 0) {
+	/* Writers hold the store lock shared for their lifetime, so gc never
+	 * removes a blob they wrote but have not referenced yet.  Read-only
+	 * handles take no lifetime lock (a container's supervisor may keep one). */
+	while (rdwr && flock(s->lock_fd, LOCK_SH) < 0) {
 		if (errno != EINTR) {
 			kiln_err_set(err, errno, "lock %s/lock", root);
 			goto fail;

@@ -8,8 +8,12 @@
  *   blobs/sha256/<hex>    layers, configs, manifests; written to tmp/, fsynced, renamed
  *   tmp/                  staging (cleaned at open when no other kiln uses the store)
  *   snapshots/ cache/ containers/   owned by the snapshot, build-cache and runtime code
- *   lock                  flock: every open store holds it SHARED; gc and tmp
- *                         cleanup need it EXCLUSIVE (so nothing in use vanishes)
+ *   lock                  flock: every RDWR handle holds it SHARED for its life;
+ *                         gc and tmp cleanup need it EXCLUSIVE (so a blob written
+ *                         but not yet tagged never vanishes).  RDONLY handles
+ *                         take no lifetime lock: they read only what index.json
+ *                         references (replaced atomically); an image removed
+ *                         while it is read may give ENOENT.
  *   index.lock            flock: EXCLUSIVE while index.json (or any other shared
  *                         metadata, see kiln_store_write_lock) is read-modified-written
  *
@@ -27,8 +31,8 @@
  * at any moment leaves a consistent store (at worst an unreferenced blob that
  * gc removes, or a stale file in tmp/ cleaned at the next exclusive open).
  *
- * Do not keep a store open in a long-lived process (a container monitor):
- * while it is open, gc (image prune) waits for the exclusive lock.
+ * Do not keep an RDWR store open in a long-lived process (a container
+ * monitor): while it is open, gc (image prune) cannot run.  Use RDONLY there.
  */
 #ifndef KILN_LAYERS_STORE_H
 #define KILN_LAYERS_STORE_H
