@@ -25,7 +25,8 @@
 #include "common/err.h"
 #include "common/util.h"
 
-/* Dockerfile lines longer than this are rejected (BuildKit's scanner limit). */
+/* A line of this many bytes or more (without its '\n') is rejected, as
+ * BuildKit's scanner does ("max allowed size of 65535"). */
 #define KILN_DF_MAX_LINE (64 * 1024)
 
 struct kiln_df_heredoc {
@@ -50,7 +51,8 @@ struct kiln_df_node {
 	size_t n_heredocs;
 	char *original;        /* the whole logical line (continuations joined), as BuildKit's Original */
 	char *rest;            /* text after the instruction word, flags included, trimmed */
-	struct kiln_strv comments; /* '#' comment lines right above the instruction (text after '#', trimmed) */
+	struct kiln_strv comments; /* BuildKit's PrevComment: '#' lines since the previous
+				    * instruction (text after '#', trimmed); a bare '#' clears them */
 	struct kiln_df_node *onbuild; /* ONBUILD: the wrapped instruction (args stay empty), else NULL */
 };
 
@@ -68,7 +70,8 @@ struct kiln_df {
 
 /* Parse a Dockerfile.  text need not be NUL-terminated; filename is used in
  * messages (NULL = "Dockerfile").  On success *out is owned by the caller
- * (kiln_df_free).  On failure returns -1 with "<file>:<line>: <what>" in err. */
+ * (kiln_df_free).  On failure returns -1 with "<file>:<line>: <what>" in err.
+ * Unlike BuildKit, a NUL byte in the text is an error (C strings). */
 int kiln_parse(const char *text, size_t len, const char *filename, struct kiln_df **out,
 	       struct kiln_err *err);
 void kiln_df_free(struct kiln_df *df);
@@ -76,7 +79,7 @@ void kiln_df_free(struct kiln_df *df);
 /* BuildKit's AST dump: one "(instr [flags] "arg" ...)" line per instruction,
  * each ending in '\n' (appended to out). */
 void kiln_df_dump(const struct kiln_df *df, struct kiln_buf *out);
-/* The dump of one node, without the surrounding parentheses' newline. */
+/* The dump of one node: "(instr ...)" without a newline. */
 void kiln_df_node_dump(const struct kiln_df_node *node, struct kiln_buf *out);
 
 /* Go's strconv.Quote of s (appended to out). */
