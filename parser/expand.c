@@ -243,6 +243,7 @@ struct lex {
 	char escape;
 	bool raw_escapes;
 	bool skip_unset;
+	bool skip_quotes;
 	const struct kiln_env *env;
 	struct kiln_strv *refs;
 	char msg[KILN_ERR_MSG_MAX];
@@ -970,7 +971,7 @@ static int process_stop_on(struct lex *lx, int32_t stop, bool raw, struct kiln_b
 			rc = 0;
 			goto done;
 		}
-		if (r == '$' || r == '\'' || r == '"') {
+		if (r == '$' || (!lx->skip_quotes && (r == '\'' || r == '"'))) {
 			tmp.len = 0;
 			kiln_buf_puts(&tmp, "");
 			int k;
@@ -1048,6 +1049,7 @@ int kiln_expand(const char *text, const struct kiln_env *env, const struct kiln_
 		.len = text ? strlen(text) : 0,
 		.escape = (opts && opts->escape) ? opts->escape : '\\',
 		.skip_unset = opts && opts->skip_unset,
+		.skip_quotes = opts && opts->skip_quotes,
 		.env = env,
 		.refs = opts ? opts->refs : NULL,
 	};

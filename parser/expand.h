@@ -58,6 +58,9 @@ struct kiln_expand_opts {
 	bool skip_unset;         /* leave references to unset variables as written */
 	struct kiln_strv *refs;  /* when non-NULL, every variable name looked up is
 				  * appended once, in order of first use */
+	bool skip_quotes;        /* quotes are ordinary characters (BuildKit's
+				  * SkipProcessQuotes): how Docker expands heredoc
+				  * bodies (with escape '\\') */
 };
 
 /* The general form: expand text with env (may be NULL = empty).  When word

@@ -518,6 +518,25 @@ static void test_skip_unset(void **state)
 	kiln_env_free(&env);
 }
 
+static void test_skip_quotes(void **state)
+{
+	(void)state;
+	struct kiln_env env = {0};
+	kiln_env_set(&env, "A", "1");
+	struct kiln_expand_opts o = {.escape = '\\', .skip_quotes = true};
+	char *out = NULL;
+	struct kiln_err err = {0};
+	/* a heredoc body: quotes stay, variables inside them expand */
+	assert_int_equal(kiln_expand("echo '$A' \"$A\" ${A:-x} 'unterminated\n", &env, &o, &out, NULL, &err), 0);
+	assert_string_equal(out, "echo '1' \"1\" 1 'unterminated\n");
+	free(out);
+	/* the escape character still escapes */
+	assert_int_equal(kiln_expand("\\$A", &env, &o, &out, NULL, &err), 0);
+	assert_string_equal(out, "$A");
+	free(out);
+	kiln_env_free(&env);
+}
+
 static void test_deep_nesting(void **state)
 {
 	(void)state;
@@ -548,6 +567,7 @@ int main(void)
 		cmocka_unit_test(test_patterns),
 		cmocka_unit_test(test_refs),
 		cmocka_unit_test(test_skip_unset),
+		cmocka_unit_test(test_skip_quotes),
 		cmocka_unit_test(test_deep_nesting),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
