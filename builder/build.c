@@ -1275,9 +1275,10 @@ static int meta_apply(struct builder *b, struct bstage *st, const struct kiln_df
 	if (!strcmp(in, "env") || !strcmp(in, "label")) {
 		bool env = in[0] == 'e';
 		kiln_buf_puts(hist, env ? "ENV" : "LABEL");
-		if (n->args.n % 2)
+		/* the tree holds triples: key, value, separator ("=" or "") */
+		if (n->args.n % 3)
 			return node_fail(b, n, err, "%s needs key=value pairs", env ? "ENV" : "LABEL");
-		for (size_t i = 0; i + 1 < n->args.n; i += 2) {
+		for (size_t i = 0; i + 2 < n->args.n; i += 3) {
 			KILN_AUTOFREE char *k = NULL;
 			KILN_AUTOFREE char *v = NULL;
 			if (xword(b, st, n, n->args.v[i], &k, err) < 0 || xword(b, st, n, n->args.v[i + 1], &v, err) < 0)
