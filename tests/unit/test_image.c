@@ -443,6 +443,91 @@ static void test_display(void **state)
 	assert_string_equal(b, "5f70bf18a086");
 }
 
+/* Docker schema2 input and image indexes are read; kiln writes OCI. */
+static void test_docker_and_index_input(void **state)
+{
+	(void)state;
+	setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+	char *root = new_root();
+	struct kiln_store *s = open_rw(root);
+	struct kiln_err err = {0};
+	static const char zeros[1024];
+	char layer[KILN_DIGEST_MAX], cfgd[KILN_DIGEST_MAX];
+	assert_int_equal(kiln_store_blob_put(s, zeros, sizeof(zeros), layer, &err), 0);
+	const char *cfg = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Cmd\":[\"sh\"]},"
+			  "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"" KILN_EMPTY_LAYER_DIFF_ID "\"]}}";
+	assert_int_equal(kiln_store_blob_put(s, cfg, strlen(cfg), cfgd, &err), 0);
+	char *man = kiln_xasprintf(
+		"{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu},"
+		"\"layers\":[{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar\",\"digest\":\"%s\",\"size\":1024}]}",
+		KILN_MT_DOCKER_MANIFEST, KILN_MT_DOCKER_CONFIG, cfgd, strlen(cfg), layer);
+	struct kiln_desc md = {.size = (int64_t)strlen(man)};
+	snprintf(md.media_type, sizeof(md.media_type), "%s", KILN_MT_DOCKER_MANIFEST);
+	assert_int_equal(kiln_store_blob_put(s, man, strlen(man), md.digest, &err), 0);
+	/* an index pointing at it for this host, plus a foreign platform we lack */
+	char *idx = kiln_xasprintf(
+		"{\"schemaVersion\":2,\"mediaType\":\"%s\",\"manifests\":["
+		"{\"mediaType\":\"%s\",\"digest\":\"sha256:%064d\",\"size\":1,\"platform\":{\"os\":\"linux\",\"architecture\":\"s390x\"}},"
+		"{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu,\"platform\":{\"os\":\"linux\",\"architecture\":\"%s\"}}]}",
+		KILN_MT_DOCKER_LIST, KILN_MT_DOCKER_MANIFEST, 0, KILN_MT_DOCKER_MANIFEST, md.digest, strlen(man),
+		kiln_host_arch());
+	struct kiln_desc id = {.size = (int64_t)strlen(idx)};
+	snprintf(id.media_type, sizeof(id.media_type), "%s", KILN_MT_DOCKER_LIST);
+	assert_int_equal(kiln_store_blob_put(s, idx, strlen(idx), id.digest, &err), 0);
+	assert_int_equal(kiln_store_tag_set(s, "docker/one", &md, &err), 0);
+	assert_int_equal(kiln_store_tag_set(s, "docker/multi", &id, &err), 0);
+
+	struct kiln_image *a, *b;
+	assert_int_equal(kiln_image_load(s, "docker/one", &a, &err), 0);
+	assert_string_equal(a->id, cfgd);
+	assert_int_equal(kiln_image_load(s, "docker/multi", &b, &err), 0);
+	assert_string_equal(b->id, cfgd);
+	assert_string_equal(b->manifest.digest, md.digest);
+	kiln_image_free(b);
+	/* by id: both entries name one image */
+	assert_int_equal(kiln_image_load(s, cfgd, &b, &err), 0);
+	kiln_image_free(b);
+	/* derived image: OCI types out */
+	struct kiln_image *c = kiln_image_copy(a);
+	kiln_image_env_set(c, "X", "1");
+	const char *tags[] = {"derived", NULL};
+	assert_int_equal(kiln_image_commit(s, c, tags, NULL, &err), 0);
+	char *data;
+	size_t len;
+	assert_int_equal(kiln_store_blob_read(s, c->manifest.digest, 0, &data, &len, &err), 0);
+	assert_non_null(strstr(data, KILN_MT_OCI_MANIFEST));
+	assert_non_null(strstr(data, "\"application/vnd.oci.image.layer.v1.tar\""));
+	assert_null(strstr(data, "docker"));
+	free(data);
+	struct kiln_fsck_report r;
+	assert_int_equal(kiln_store_fsck(s, &r, &err), 0);
+	for (size_t i = 0; i < r.problems.n; i++)
+		print_message("fsck: %s\n", r.problems.v[i]);
+	assert_int_equal(r.problems.n, 0);
+	kiln_fsck_report_free(&r);
+	/* a manifest whose config diff_ids disagree with its layers is refused */
+	const char *cfg2 = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+	char cfg2d[KILN_DIGEST_MAX];
+	assert_int_equal(kiln_store_blob_put(s, cfg2, strlen(cfg2), cfg2d, &err), 0);
+	char *man2 = kiln_xasprintf(
+		"{\"schemaVersion\":2,\"config\":{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu},"
+		"\"layers\":[{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":1024}]}",
+		KILN_MT_OCI_CONFIG, cfg2d, strlen(cfg2), KILN_MT_LAYER_TAR, layer);
+	struct kiln_desc md2 = {.size = (int64_t)strlen(man2)};
+	snprintf(md2.media_type, sizeof(md2.media_type), "%s", KILN_MT_OCI_MANIFEST);
+	assert_int_equal(kiln_store_blob_put(s, man2, strlen(man2), md2.digest, &err), 0);
+	struct kiln_image *bad;
+	assert_int_equal(kiln_image_load_desc(s, &md2, &bad, &err), -1);
+	assert_non_null(strstr(err.msg, "diff_ids"));
+	free(man2);
+	kiln_image_free(c);
+	kiln_image_free(a);
+	free(man);
+	free(idx);
+	kiln_store_close(s);
+	drop_root(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -453,6 +538,7 @@ int main(void)
 		cmocka_unit_test(test_commit_load_schema),
 		cmocka_unit_test(test_determinism),
 		cmocka_unit_test(test_display),
+		cmocka_unit_test(test_docker_and_index_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
