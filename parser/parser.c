@@ -926,7 +926,10 @@ struct shlex {
 	bool raw_escapes;
 	struct kiln_buf wbuf; /* shared by nested word collections, as in BuildKit */
 	struct kiln_err *err;
+	int depth;            /* ${...} nesting, bounded to keep the C stack safe */
 };
+
+#define SH_MAX_DEPTH 512
 
 #define SH_EOF ((int32_t)-1)
 
@@ -1189,6 +1192,9 @@ static int sh_dollar(struct shlex *l, struct kiln_buf *out)
 static int sh_stop_on(struct shlex *l, int32_t stop, bool raw_escapes, struct kiln_buf *result,
 		      struct kiln_strv *words_out)
 {
+	if (l->depth >= SH_MAX_DEPTH)
+		return sh_fail(l, "variable substitutions nested too deeply");
+	l->depth++;
 	bool saved = l->raw_escapes;
 	l->raw_escapes = raw_escapes;
 	l->wbuf.len = 0;
@@ -1247,6 +1253,7 @@ done:
 out:
 	kiln_strv_free(&w.words);
 	l->raw_escapes = saved;
+	l->depth--;
 	return rc;
 }
 
