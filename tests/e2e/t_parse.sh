@@ -112,6 +112,15 @@ if command -v jq > /dev/null; then
 fi
 grep -q 'echo from heredoc' out.json || fail "--json lacks the heredoc body"
 
+# --build-arg and --target reach the plan (global ARGs expand FROM).
+printf 'ARG BASE=busybox\nFROM ${BASE}:latest AS one\nRUN true\nFROM one\n' > args.df
+"$KILN" parse --json --build-arg BASE=alpine -f args.df > out.json || fail "--json --build-arg failed"
+grep -q '"alpine:latest"' out.json || fail "--build-arg did not reach FROM: $(cat out.json)"
+set +e
+"$KILN" parse --json --target nope -f args.df > /dev/null 2> err; rc=$?
+set -e
+[ "$rc" -eq 1 ] && grep -q 'nope' err || fail "unknown --target: $rc $(cat err)"
+
 # Usage.
 "$KILN" parse --help | grep -q 'Usage: kiln parse' || fail "--help"
 set +e
