@@ -800,7 +800,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 			kiln_df_errorf(df, node, err, "Bad input to %s, too many arguments", kiln_step_kind_name(kind));
 			goto out;
 		}
-		for (size_t i = 0; i + 2 < a->n + 1 && i < a->n; i += 3) {
+		for (size_t i = 0; i + 2 < a->n; i += 3) {
 			if (!*a->v[i]) {
 				kiln_df_errorf(df, node, err, "%s names can not be blank", kiln_step_kind_name(kind));
 				goto out;
