@@ -69,6 +69,7 @@ struct ctx {
 	int sync;                 /* child's end */
 	struct stat self_exe;     /* the kiln binary (CVE-2019-5736 check) */
 	bool exec_mode;           /* kiln exec: no rootfs setup */
+	char *seccomp_text;       /* a FILE profile, read on the host side */
 };
 
 void kiln_sandbox_spec_init(struct kiln_sandbox_spec *spec)
@@ -960,7 +961,7 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 		kiln_err_set(&err, errno, "no_new_privs");
 		child_fail(sync, 125, &err);
 	}
-	if (c->priv.seccomp && !c->priv.no_new_privs && kiln_seccomp_load(s, c->priv.caps, &err) < 0)
+	if (c->priv.seccomp && !c->priv.no_new_privs && kiln_seccomp_load(s, c->priv.caps, c->seccomp_text, &err) < 0)
 		child_fail(sync, 125, &err);
 	if (kiln_caps_bound(c->priv.caps, &err) < 0)
 		child_fail(sync, 125, &err);
@@ -980,7 +981,7 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 	prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
 	if (kiln_caps_set(c->priv.caps, &err) < 0)
 		child_fail(sync, 125, &err);
-	if (c->priv.seccomp && c->priv.no_new_privs && kiln_seccomp_load(s, c->priv.caps, &err) < 0)
+	if (c->priv.seccomp && c->priv.no_new_privs && kiln_seccomp_load(s, c->priv.caps, c->seccomp_text, &err) < 0)
 		child_fail(sync, 125, &err);
 
 	umask(022);
@@ -1129,15 +1130,22 @@ static void restore_tty(void)
 static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spec *spec,
 		     int *status, struct msg *errmsg, bool *failed, bool *execd)
 {
+	/* a pidfd, not SIGCHLD: other threads (parallel build steps) have
+	 * children of their own, and a process-wide signal reaches one reader */
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return -1;
 	int master = -1;
 	bool stdin_open = spec->tty && spec->interactive;
 	bool sync_open = true;
 	uint64_t start = kiln_now_ns();
 	bool exited = false;
 	while (!exited) {
-		struct pollfd p[4];
+		struct pollfd p[5];
 		int np = 0;
-		int i_sync = -1, i_sig, i_master = -1, i_in = -1;
+		int i_sync = -1, i_sig, i_master = -1, i_in = -1, i_pid;
+		p[np] = (struct pollfd){pidfd, POLLIN, 0};
+		i_pid = np++;
 		if (sync_open) {
 			p[np] = (struct pollfd){sync, POLLIN, 0};
 			i_sync = np++;
@@ -1165,10 +1173,19 @@ static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spe
 			}
 		}
 		int r = poll(p, (nfds_t)np, timeout);
-		if (r < 0 && errno != EINTR)
+		if (r < 0 && errno != EINTR) {
+			close(pidfd);
 			return -1;
+		}
 		if (r <= 0)
 			continue;
+		if (p[i_pid].revents) {
+			int st;
+			if (waitpid(pid, &st, WNOHANG) == pid) {
+				*status = st;
+				exited = true;
+			}
+		}
 		if (i_sync >= 0 && p[i_sync].revents) {
 			struct msg *m = kiln_xcalloc(1, sizeof(*m));
 			int fd = -1;
@@ -1222,15 +1239,7 @@ static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spe
 		if (p[i_sig].revents) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-				if (si.ssi_signo == SIGCHLD) {
-					pid_t w;
-					int st;
-					while ((w = waitpid(-1, &st, WNOHANG)) > 0)
-						if (w == pid) {
-							*status = st;
-							exited = true;
-						}
-				} else if (si.ssi_signo == SIGWINCH) {
+				if (si.ssi_signo == SIGWINCH) {
 					struct winsize ws;
 					if (master >= 0 && ioctl(0, TIOCGWINSZ, &ws) == 0)
 						ioctl(master, TIOCSWINSZ, &ws);
@@ -1265,6 +1274,7 @@ static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spe
 		free(m);
 	}
 	restore_tty();
+	close(pidfd);
 	return 0;
 }
 
@@ -1278,7 +1288,16 @@ static void fill_exit(int status, struct kiln_exit *ex)
 	}
 }
 
-static const int fwd_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
+/* More threads than this one?  (/proc/self/task has 2 + threads links.) */
+static bool multithreaded(void)
+{
+	struct stat st;
+	if (getenv("KILN_SANDBOX_FORK"))   /* tests: take the fork path */
+		return true;
+	return stat("/proc/self/task", &st) == 0 && st.st_nlink > 3;
+}
+
+static const int fwd_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
 				  SIGCONT, SIGALRM};
 
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex, struct kiln_err *err)
@@ -1288,6 +1307,14 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	if (kiln_sandbox_decide(spec, &c.priv, err) < 0) {
 		err->exit_code = 125;
 		return -1;
+	}
+	KILN_AUTOFREE char *profile = NULL;
+	if (c.priv.seccomp && spec->seccomp == KILN_SECCOMP_FILE) {
+		if (kiln_read_file(spec->seccomp_file, 1 << 20, &profile, NULL, err) < 0) {
+			err->exit_code = 125;
+			return kiln_err_wrap(err, "seccomp profile");
+		}
+		c.seccomp_text = profile;
 	}
 	char idbuf[65];
 	const char *id = spec->id;
@@ -1350,16 +1377,61 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	if (!c.priv.host_net)
 		flags |= CLONE_NEWNET;
 	c.sync = sp[1];
-	pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
-	if (pid < 0) {
-		kiln_err_set(err, errno, "creating the container's namespaces (clone)");
-		goto out;
-	}
-	if (pid == 0) {
-		close(sp[0]);
-		close(sfd);
-		child_main(&c);
-		_exit(125);
+	if (!multithreaded()) {
+		/* the lean path: one raw clone into all namespaces */
+		pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+		if (pid < 0) {
+			kiln_err_set(err, errno, "creating the container's namespaces (clone)");
+			goto out;
+		}
+		if (pid == 0) {
+			close(sp[0]);
+			close(sfd);
+			child_main(&c);
+			_exit(125);
+		}
+	} else {
+		/* other threads may hold libc locks: glibc's fork keeps the child
+		 * consistent; the (single-threaded) intermediate then unshares and
+		 * clones PID 1 as our child (CLONE_PARENT) */
+		pid_t mid = fork();
+		if (mid < 0) {
+			kiln_err_set(err, errno, "fork");
+			goto out;
+		}
+		if (mid == 0) {
+			struct kiln_err e2 = {0};
+			close(sp[0]);
+			close(sfd);
+			if (unshare((int)flags) < 0) {
+				kiln_err_set(&e2, errno, "creating the container's namespaces (unshare)");
+				child_fail(sp[1], 125, &e2);
+			}
+			pid_t p = (pid_t)syscall(SYS_clone, CLONE_PARENT, NULL, NULL, NULL, 0);
+			if (p == 0) {
+				child_main(&c);
+				_exit(125);
+			}
+			if (p < 0) {
+				kiln_err_set(&e2, errno, "creating the container's first process (clone)");
+				child_fail(sp[1], 125, &e2);
+			}
+			struct msg m = {.type = MSG_PID, .value = p};
+			send_msg(sp[1], &m, -1);
+			_exit(0);
+		}
+		int mst;
+		waitpid(mid, &mst, 0);
+		struct msg *m = kiln_xcalloc(1, sizeof(*m));
+		ssize_t n = recv_msg(sp[0], m, NULL);
+		if (n <= 0 || m->type != MSG_PID) {
+			kiln_err_set(err, 0, "%s", n > 0 && m->type == MSG_ERR ? m->text
+					 : "creating the container's namespaces failed");
+			free(m);
+			goto out;
+		}
+		pid = m->value;
+		free(m);
 	}
 	close(sp[1]);
 	sp[1] = -1;
@@ -1466,6 +1538,14 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 	if (kiln_sandbox_decide(spec, &c.priv, err) < 0) {
 		err->exit_code = 125;
 		return -1;
+	}
+	KILN_AUTOFREE char *profile = NULL;
+	if (c.priv.seccomp && spec->seccomp == KILN_SECCOMP_FILE) {
+		if (kiln_read_file(spec->seccomp_file, 1 << 20, &profile, NULL, err) < 0) {
+			err->exit_code = 125;
+			return kiln_err_wrap(err, "seccomp profile");
+		}
+		c.seccomp_text = profile;
 	}
 	if (stat("/proc/self/exe", &c.self_exe) < 0)
 		memset(&c.self_exe, 0, sizeof(c.self_exe));

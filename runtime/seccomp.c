@@ -180,10 +180,10 @@ static int parse_op(const char *s, enum scmp_compare *op)
 	return -1;
 }
 
-static int file_profile(const char *path, scmp_filter_ctx *out, struct kiln_err *err)
+static int file_profile(const char *path, const char *text, scmp_filter_ctx *out, struct kiln_err *err)
 {
 	json_error_t je;
-	json_t *root = json_load_file(path, 0, &je);
+	json_t *root = text ? json_loads(text, 0, &je) : json_load_file(path, 0, &je);
 	if (!root)
 		return kiln_err_set(err, 0, "seccomp profile %s: %s (line %d)", path, je.text, je.line);
 	int ret = -1;
@@ -268,11 +268,12 @@ out:
 	return ret;
 }
 
-int kiln_seccomp_load(const struct kiln_sandbox_spec *spec, uint64_t caps, struct kiln_err *err)
+int kiln_seccomp_load(const struct kiln_sandbox_spec *spec, uint64_t caps, const char *profile_text,
+		      struct kiln_err *err)
 {
 	scmp_filter_ctx ctx = NULL;
 	if (spec->seccomp == KILN_SECCOMP_FILE) {
-		if (file_profile(spec->seccomp_file, &ctx, err) < 0)
+		if (file_profile(spec->seccomp_file, profile_text, &ctx, err) < 0)
 			return -1;
 	} else {
 		ctx = seccomp_init(SCMP_ACT_ALLOW);

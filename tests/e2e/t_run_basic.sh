@@ -148,4 +148,21 @@ expect 2 $rc "unknown flag is a usage error"
 expect 125 $rc "missing rootfs is a setup failure"
 grep -q 'rootfs' "$work/err" || fail "missing rootfs message names the step: $(cat "$work/err")"
 set -e
+
+# the path taken when the caller has other threads (parallel build steps):
+# fork, unshare, clone as our child
+[ "$(KILN_SANDBOX_FORK=1 run sh -c 'echo $$')" = 1 ] || fail "fork path: PID 1"
+set +e
+KILN_SANDBOX_FORK=1 run sh -c 'exit 9'; rc=$?
+set -e
+expect 9 $rc "fork path: exit status"
+KILN_SANDBOX_FORK=1 run grep -q '^CapEff:.00000000a80425fb' /proc/self/status || fail "fork path: caps"
+
+# a seccomp profile file (Docker's JSON format): mkdir denied with EPERM
+cat > "$work/profile.json" <<'J'
+{"defaultAction": "SCMP_ACT_ALLOW",
+ "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}
+J
+run --security-opt "seccomp=$work/profile.json" mkdir /tmp/d 2>"$work/err" && fail "seccomp file not applied"
+grep -qi 'not permitted' "$work/err" || fail "seccomp file: $(cat "$work/err")"
 echo "run basic ok"
