@@ -998,15 +998,21 @@ static void mark(struct kiln_store *s, struct digest_set *set, const char *diges
 	json_decref(j);
 }
 
+static void lock_shared_again(struct kiln_store *s);
+
 static int lock_exclusive(struct kiln_store *s, uint64_t wait_ns, struct kiln_err *err)
 {
 	uint64_t deadline = kiln_now_ns() + wait_ns;
 	for (;;) {
 		if (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0)
 			return 0;
-		if (errno != EWOULDBLOCK && errno != EINTR)
-			return kiln_err_set(err, errno, "lock %s/lock", s->root);
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			int e = errno;
+			lock_shared_again(s);
+			return kiln_err_set(err, e, "lock %s/lock", s->root);
+		}
 		if (kiln_now_ns() > deadline) {
+			lock_shared_again(s);
 			kiln_err_set(err, 0, "the store %s is in use by another kiln process; try again when it ends",
 				     s->root);
 			err->errnum = EBUSY;
@@ -1046,9 +1052,12 @@ int kiln_store_gc_try(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *
 	if (need_rdwr(s, err) < 0)
 		return -1;
 	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
+		int e = errno;
+		/* a failed conversion drops the shared lock: take it back */
+		lock_shared_again(s);
+		if (e == EWOULDBLOCK)
 			return 1;
-		return kiln_err_set(err, errno, "lock %s/lock", s->root);
+		return kiln_err_set(err, e, "lock %s/lock", s->root);
 	}
 	return gc_locked(s, roots_fn, ctx, stats, err);
 }
