@@ -1398,6 +1398,84 @@ const struct kiln_stage *kiln_plan_find_stage(const struct kiln_plan *plan, cons
 	return NULL;
 }
 
+/* ------------------------------------------------------------ refs */
+
+static int refs_of(const char *w, char escape, struct kiln_strv *names, struct kiln_err *err)
+{
+	if (!w || !strchr(w, '$'))
+		return 0;
+	return kiln_expand_refs(w, escape, names, err);
+}
+
+int kiln_plan_step_refs(const struct kiln_step *s, char escape, struct kiln_strv *names, struct kiln_err *err)
+{
+	int r = 0;
+	switch (s->kind) {
+	case KILN_STEP_RUN:
+		for (size_t i = 0; i < s->run.n_mounts && r == 0; i++) {
+			struct kiln_strv fields = {0};
+			struct kiln_err e2 = {0};
+			if (csv_fields(s->run.mounts[i].raw, &fields, &e2) == 0)
+				for (size_t k = 0; k < fields.n && r == 0; k++) {
+					const char *eq = strchr(fields.v[k], '=');
+					if (eq)
+						r = refs_of(eq + 1, escape, names, err);
+				}
+			kiln_strv_free(&fields);
+		}
+		break;
+	case KILN_STEP_COPY:
+	case KILN_STEP_ADD:
+		for (size_t i = 0; i < s->copy.sources.n && r == 0; i++)
+			r = refs_of(s->copy.sources.v[i], escape, names, err);
+		if (r == 0)
+			r = refs_of(s->copy.dest, escape, names, err);
+		if (r == 0)
+			r = refs_of(s->copy.from, escape, names, err);
+		if (r == 0)
+			r = refs_of(s->copy.chown, escape, names, err);
+		if (r == 0)
+			r = refs_of(s->copy.chmod, escape, names, err);
+		if (r == 0)
+			r = refs_of(s->copy.checksum, escape, names, err);
+		for (size_t i = 0; i < s->copy.excludes.n && r == 0; i++)
+			r = refs_of(s->copy.excludes.v[i], escape, names, err);
+		for (size_t i = 0; i < s->copy.n_heredocs && r == 0; i++) {
+			if (!s->copy.heredocs[i].expand || !strchr(s->copy.heredocs[i].content, '$'))
+				continue;
+			struct kiln_expand_opts o = {.escape = '\\', .skip_quotes = true, .skip_unset = true,
+						     .refs = names};
+			char *tmp = NULL;
+			r = kiln_expand(s->copy.heredocs[i].content, NULL, &o, &tmp, NULL, err);
+			free(tmp);
+		}
+		break;
+	case KILN_STEP_ENV:
+	case KILN_STEP_LABEL:
+	case KILN_STEP_ARG:
+		for (size_t i = 0; i < s->n_kvs && r == 0; i++) {
+			if (s->kind != KILN_STEP_ARG)
+				r = refs_of(s->kvs[i].key, escape, names, err);
+			if (r == 0 && s->kvs[i].has_value)
+				r = refs_of(s->kvs[i].value, escape, names, err);
+		}
+		break;
+	case KILN_STEP_EXPOSE:
+	case KILN_STEP_VOLUME:
+		for (size_t i = 0; i < s->words.n && r == 0; i++)
+			r = refs_of(s->words.v[i], escape, names, err);
+		break;
+	case KILN_STEP_USER:
+	case KILN_STEP_WORKDIR:
+	case KILN_STEP_STOPSIGNAL:
+		r = refs_of(s->value, escape, names, err);
+		break;
+	default:
+		break;
+	}
+	return r;
+}
+
 /* ---------------------------------------------------------------- JSON */
 
 static json_t *strv_json(const struct kiln_strv *v)

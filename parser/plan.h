@@ -207,6 +207,15 @@ int kiln_plan_needed_stages(const struct kiln_plan *plan, int target, int **out,
 /* A stage by name (case-insensitive) or decimal index; NULL when none. */
 const struct kiln_stage *kiln_plan_find_stage(const struct kiln_plan *plan, const char *name_or_index);
 
+/* The variables the words of a step reference (appended once each to
+ * names), for "build args used by a step" in cache keys: COPY/ADD sources,
+ * dest, flags and expanded heredocs; ENV/LABEL keys and values; ARG
+ * defaults; EXPOSE, VOLUME, USER, WORKDIR, STOPSIGNAL; RUN mount values.
+ * A RUN command itself sees every ARG in scope as an environment variable:
+ * the builder must count all of them for RUN. */
+int kiln_plan_step_refs(const struct kiln_step *step, char escape, struct kiln_strv *names,
+			struct kiln_err *err);
+
 /* The whole plan as JSON (new reference), for `kiln parse --json`. */
 json_t *kiln_plan_to_json(const struct kiln_plan *plan);
 

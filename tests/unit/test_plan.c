@@ -522,6 +522,48 @@ static void test_errors(void **state)
 	expect_error("ARG A\n", NULL, "no stages", 0);
 }
 
+static void test_step_refs(void **state)
+{
+	(void)state;
+	struct kiln_plan *p = mkplan("FROM busybox\n"
+				     "COPY --chown=$U:${G} src/$A* /dst/${B:-x}\n"
+				     "ENV K=$V\n"
+				     "ARG X=${Y}\n"
+				     "WORKDIR /w/$W\n"
+				     "EXPOSE $PORT\n"
+				     "RUN --mount=type=cache,target=/c,id=$CID echo $NOT_A_WORD\n"
+				     "CMD echo $NOT_EXPANDED\n"
+				     "COPY <<EOF /f\n"
+				     "'$H'\n"
+				     "EOF\n");
+	const struct kiln_stage *st = &p->stages[0];
+	struct kiln_err err = {0};
+	const char *want[][5] = {
+		{"U", "G", "A", "B", NULL}, {"V", NULL}, {"Y", NULL}, {"W", NULL}, {"PORT", NULL},
+		{"CID", NULL}, {NULL}, {"H", NULL},
+	};
+	assert_int_equal(st->n_steps, 8);
+	for (size_t i = 0; i < st->n_steps; i++) {
+		struct kiln_strv names = {0};
+		assert_int_equal(kiln_plan_step_refs(&st->steps[i], p->escape, &names, &err), 0);
+		/* order: as looked up; compare as sets */
+		size_t nw = 0;
+		while (want[i][nw])
+			nw++;
+		if (names.n != nw)
+			print_error("step %zu: %zu refs, want %zu\n", i, names.n, nw);
+		assert_int_equal(names.n, nw);
+		for (size_t k = 0; k < nw; k++) {
+			bool found = false;
+			for (size_t j = 0; j < names.n; j++)
+				found |= !strcmp(names.v[j], want[i][k]);
+			assert_true(found);
+		}
+		kiln_strv_free(&names);
+	}
+	kiln_plan_free(p);
+}
+
 static void test_mount_parse_api(void **state)
 {
 	(void)state;
@@ -575,6 +617,7 @@ int main(void)
 		cmocka_unit_test(test_metadata_steps),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_step_refs),
 		cmocka_unit_test(test_mount_parse_api),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
