@@ -588,6 +588,20 @@ static const char *keep_str(struct mounts *m, char *s)
 	return s;
 }
 
+/* The host path an fd resolved to.  The sandbox mounts bind sources by
+ * path: a mount held by fd from our mount namespace cannot be cloned in the
+ * container's (open_tree fails with EINVAL there). */
+static char *fd_path(int fd)
+{
+	char link[64], buf[4096];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return NULL;
+	buf[n] = 0;
+	return kiln_xstrdup(buf);
+}
+
 static int add_fd(struct mounts *m, int fd)
 {
 	if (m->nfds < 64)
@@ -752,12 +766,74 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 		kiln_strv_free(&kv);
 		if (rc < 0)
 			return -1;
+		if (mt.source_fd >= 0) {
+			char *pth = fd_path(mt.source_fd);
+			if (!pth)
+				return kiln_err_set(err, errno, "mount %s: resolving the source", specs->v[i]);
+			mt.source = keep_str(m, pth);
+			mt.source_fd = -1;
+		}
 		if (mt.target && mt.target[0] != '/')
 			mt.target = keep_str(m, kiln_xasprintf("/%s", mt.target));
 		m->v = kiln_xrealloc(m->v, (m->n + 1) * sizeof(*m->v));
 		m->v[m->n++] = mt;
 	}
 	return 0;
+}
+
+/* Mount targets the sandbox will create in the rootfs ("stubs") must not
+ * reach the layer.  Before the run: remember the first missing component of
+ * each target and what lies below it; after: remove exactly those, only when
+ * they are still an empty directory or an empty file, never following a
+ * symlink (security.md item 11). */
+static void stubs_record(int rootfd, const struct mounts *m, struct kiln_strv *stubs)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		KILN_AUTOFREE char *clean = kiln_copy_clean(m->v[i].target);
+		const char *rel = clean[0] == '/' ? clean + 1 : clean;
+		if (!*rel || !strcmp(rel, "."))
+			continue;
+		KILN_AUTOFREE char *copy = kiln_xstrdup(rel);
+		bool missing = false;
+		for (char *slash = copy;; slash++) {
+			slash = strchr(slash, '/');
+			if (slash)
+				*slash = 0;
+			if (!missing) {
+				int fd = open_in_root(rootfd, copy, O_PATH | O_NOFOLLOW);
+				if (fd < 0 && errno == ENOENT)
+					missing = true;
+				if (fd >= 0)
+					close(fd);
+			}
+			if (missing)
+				kiln_strv_push(stubs, copy);
+			if (!slash)
+				break;
+			*slash = '/';
+		}
+	}
+}
+
+static void stubs_remove(int rootfd, struct kiln_strv *stubs)
+{
+	for (size_t i = stubs->n; i-- > 0;) {
+		const char *p = stubs->v[i];
+		const char *slash = strrchr(p, '/');
+		KILN_AUTOFREE char *parent = slash ? kiln_xstrndup(p, (size_t)(slash - p)) : kiln_xstrdup(".");
+		const char *name = slash ? slash + 1 : p;
+		int pfd = open_in_root(rootfd, parent, O_RDONLY | O_DIRECTORY);
+		if (pfd < 0)
+			continue;
+		struct stat st;
+		if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			if (S_ISDIR(st.st_mode))
+				unlinkat(pfd, name, AT_REMOVEDIR);   /* only when empty */
+			else if (S_ISREG(st.st_mode) && st.st_size == 0)
+				unlinkat(pfd, name, 0);
+		}
+		close(pfd);
+	}
 }
 
 static int on_start_cb(pid_t pid, void *arg)
@@ -807,9 +883,18 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 	spec.stderr_fd = out;
 	spec.on_start = on_start_cb;
 	struct kiln_exit ex = {0};
+	struct kiln_strv stubs = {0};
+	int rootfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd >= 0)
+		stubs_record(rootfd, &m, &stubs);
 	g_child = 0;
 	int r = kiln_sandbox_run(&spec, &ex, err);
 	g_child = 0;
+	if (rootfd >= 0) {
+		stubs_remove(rootfd, &stubs);
+		close(rootfd);
+	}
+	kiln_strv_free(&stubs);
 	kiln_progress_relay_end(&b->prog);
 	if (devnull >= 0)
 		close(devnull);
