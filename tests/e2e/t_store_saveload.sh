@@ -35,6 +35,11 @@ mkdir "$work/x" && tar -xf "$work/bb.tar" -C "$work/x"
 oci-image-tool validate --type image --ref "name=$REF" "$work/x" || fail "oci-image-tool validate of the saved tar"
 umoci unpack --image "$work/x:$REF" "$work/b1" >/dev/null || fail "umoci unpack of the saved tar"
 [ -x "$work/b1/rootfs/bin/busybox" ] || fail "unpacked rootfs lacks busybox"
+# the same tar read the docker way (manifest.json), as docker load does
+skopeo inspect "docker-archive:$work/bb.tar" >/dev/null || fail "skopeo cannot read the tar as a docker-archive"
+skopeo copy -q "docker-archive:$work/bb.tar" "oci:$work/viadocker:x" || fail "skopeo copy from docker-archive"
+umoci unpack --image "$work/viadocker:x" "$work/b0" >/dev/null || fail "umoci unpack of the docker-archive copy"
+skopeo inspect "oci-archive:$work/bb.tar:$REF" >/dev/null || fail "skopeo cannot read the tar as an oci-archive"
 # deterministic
 "$KILN" save -o "$work/bb2.tar" busybox
 cmp -s "$work/bb.tar" "$work/bb2.tar" || fail "two saves differ"
