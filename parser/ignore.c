@@ -608,10 +608,10 @@ int kiln_ignore_parse(const char *text, size_t len, struct kiln_ignore **out, st
 	return 0;
 }
 
-static int try_load(const char *path, struct kiln_ignore **out, bool *found, struct kiln_err *err)
+static int try_load(int dirfd, const char *path, struct kiln_ignore **out, bool *found, struct kiln_err *err)
 {
 	*found = false;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
 			return 0;
@@ -631,15 +631,15 @@ static int try_load(const char *path, struct kiln_ignore **out, bool *found, str
 	return 0;
 }
 
-int kiln_ignore_load(const char *context_dir, const char *dockerfile_path, struct kiln_ignore **out,
-		     char **used_path, struct kiln_err *err)
+static int load(int ctx_fd, const char *context_dir, const char *dockerfile_path, struct kiln_ignore **out,
+		char **used_path, struct kiln_err *err)
 {
 	bool found = false;
 	if (used_path)
 		*used_path = NULL;
 	if (dockerfile_path && *dockerfile_path && strcmp(dockerfile_path, "-") != 0) {
 		char *path = kiln_xasprintf("%s.dockerignore", dockerfile_path);
-		int r = try_load(path, out, &found, err);
+		int r = try_load(AT_FDCWD, path, out, &found, err);
 		if (r == 0 && found && used_path)
 			*used_path = path;
 		else
@@ -649,9 +649,10 @@ int kiln_ignore_load(const char *context_dir, const char *dockerfile_path, struc
 		if (found)
 			return 0;
 	}
-	if (context_dir) {
-		char *path = kiln_xasprintf("%s/.dockerignore", context_dir);
-		int r = try_load(path, out, &found, err);
+	if (ctx_fd >= 0 || context_dir) {
+		char *path = ctx_fd >= 0 ? kiln_xstrdup(".dockerignore")
+					  : kiln_xasprintf("%s/.dockerignore", context_dir);
+		int r = try_load(ctx_fd >= 0 ? ctx_fd : AT_FDCWD, path, out, &found, err);
 		if (r == 0 && found && used_path)
 			*used_path = path;
 		else
@@ -663,6 +664,18 @@ int kiln_ignore_load(const char *context_dir, const char *dockerfile_path, struc
 	}
 	*out = kiln_xcalloc(1, sizeof(struct kiln_ignore));
 	return 0;
+}
+
+int kiln_ignore_load(const char *context_dir, const char *dockerfile_path, struct kiln_ignore **out,
+		     char **used_path, struct kiln_err *err)
+{
+	return load(-1, context_dir, dockerfile_path, out, used_path, err);
+}
+
+int kiln_ignore_load_at(int context_dirfd, const char *dockerfile_path, struct kiln_ignore **out,
+			char **used_path, struct kiln_err *err)
+{
+	return load(context_dirfd, NULL, dockerfile_path, out, used_path, err);
 }
 
 static char *norm_path(const char *path)

@@ -36,6 +36,11 @@ int kiln_ignore_from_patterns(char *const *patterns, size_t n, struct kiln_ignor
 int kiln_ignore_load(const char *context_dir, const char *dockerfile_path, struct kiln_ignore **out,
 		     char **used_path, struct kiln_err *err);
 
+/* The same with the context as a directory fd (the ignore file is opened
+ * with openat; dockerfile_path as above, relative to the cwd). */
+int kiln_ignore_load_at(int context_dirfd, const char *dockerfile_path, struct kiln_ignore **out,
+			char **used_path, struct kiln_err *err);
+
 /* Is the context-relative path (slash separated, "./" or "/" prefix allowed)
  * excluded?  The context root itself (".", "") is never excluded.  ig may be
  * NULL (nothing is excluded). */

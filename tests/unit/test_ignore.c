@@ -373,6 +373,19 @@ static void test_load(void **state)
 	free(used);
 	kiln_ignore_free(ig);
 
+	/* through a directory fd */
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(kiln_ignore_load_at(dfd, NULL, &ig, &used, &err), 0);
+	assert_true(kiln_ignore_match(ig, "from-context"));
+	assert_string_equal(used, ".dockerignore");
+	free(used);
+	kiln_ignore_free(ig);
+	assert_int_equal(kiln_ignore_load_at(dfd, df, &ig, NULL, &err), 0);
+	assert_true(kiln_ignore_match(ig, "from-dockerfile"));
+	kiln_ignore_free(ig);
+	close(dfd);
+
 	/* a bad pattern names the file */
 	write_file(dir, ".dockerignore", "ok\n[bad\n");
 	assert_int_equal(kiln_ignore_load(dir, NULL, &ig, NULL, &err), -1);
