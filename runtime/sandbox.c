@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -70,6 +71,7 @@ struct ctx {
 	struct stat self_exe;     /* the kiln binary (CVE-2019-5736 check) */
 	bool exec_mode;           /* kiln exec: no rootfs setup */
 	char *seccomp_text;       /* a FILE profile, read on the host side */
+	int trampoline;           /* sealed memfd of the exec trampoline, or -1 */
 };
 
 void kiln_sandbox_spec_init(struct kiln_sandbox_spec *spec)
@@ -738,6 +740,71 @@ static const char *env_get(char *const *env, const char *key)
 	return NULL;
 }
 
+/* CVE-2019-5736: the user's program is never exec'd by a process whose
+ * /proc/self/exe is the kiln binary.  The last step execs a 168-byte static
+ * x86-64 ELF from a sealed memfd, which does execve(argv[1], &argv[2], envp)
+ * and exits 127 (ENOENT) or 126 on failure.  A "#!/proc/self/exe" in the
+ * image then names the sealed trampoline, and no container process can ever
+ * hold a writable handle on the host's kiln binary. */
+#if defined(__x86_64__)
+static const unsigned char trampoline_elf[] = {
+	/* ELF header */
+	0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	2, 0, 0x3e, 0, 1, 0, 0, 0,
+	0x78, 0, 0x40, 0, 0, 0, 0, 0,           /* e_entry 0x400078 */
+	0x40, 0, 0, 0, 0, 0, 0, 0,              /* e_phoff */
+	0, 0, 0, 0, 0, 0, 0, 0,                 /* e_shoff */
+	0, 0, 0, 0, 0x40, 0, 0x38, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+	/* program header: PT_LOAD R+X of the whole file at 0x400000 */
+	1, 0, 0, 0, 5, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0x40, 0, 0, 0, 0, 0,
+	0, 0, 0x40, 0, 0, 0, 0, 0,
+	0xa8, 0, 0, 0, 0, 0, 0, 0,
+	0xa8, 0, 0, 0, 0, 0, 0, 0,
+	0, 0x10, 0, 0, 0, 0, 0, 0,
+	/* code */
+	0x48, 0x8b, 0x7c, 0x24, 0x10,           /* mov  rdi, [rsp+16]      argv[1] */
+	0x48, 0x8d, 0x74, 0x24, 0x18,           /* lea  rsi, [rsp+24]      &argv[2] */
+	0x48, 0x8b, 0x04, 0x24,                 /* mov  rax, [rsp]         argc */
+	0x48, 0x8d, 0x54, 0xc4, 0x10,           /* lea  rdx, [rsp+rax*8+16] envp */
+	0xb8, 0x3b, 0, 0, 0,                    /* mov  eax, 59 (execve) */
+	0x0f, 0x05,                             /* syscall */
+	0xbf, 0x7f, 0, 0, 0,                    /* mov  edi, 127 */
+	0x83, 0xf8, 0xfe,                       /* cmp  eax, -ENOENT */
+	0x74, 0x05,                             /* je   +5 */
+	0xbf, 0x7e, 0, 0, 0,                    /* mov  edi, 126 */
+	0xb8, 0xe7, 0, 0, 0,                    /* mov  eax, 231 (exit_group) */
+	0x0f, 0x05,                             /* syscall */
+};
+#endif
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+/* A sealed, executable memfd holding the trampoline; -1 when not possible
+ * (other architectures, memfd_noexec): then the program is exec'd directly
+ * and only the #! check below protects the binary. */
+static int trampoline_create(void)
+{
+#if defined(__x86_64__)
+	int fd = memfd_create("kiln-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+	if (fd < 0 && errno == EINVAL)
+		fd = memfd_create("kiln-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -1;
+	if (kiln_write_all(fd, trampoline_elf, sizeof(trampoline_elf)) < 0 || fchmod(fd, 0555) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+#else
+	return -1;
+#endif
+}
+
 /* Refuse to run the kiln binary itself inside the container, directly or as
  * a #! interpreter (CVE-2019-5736: #!/proc/self/exe). */
 static int check_not_self(const struct ctx *c, const char *path, int depth, struct kiln_err *err)
@@ -986,6 +1053,19 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 
 	umask(022);
 	close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+	if (c->trampoline >= 0) {
+		size_t n = 0;
+		while (s->argv[n])
+			n++;
+		char **targv = kiln_xcalloc(n + 3, sizeof(char *));
+		targv[0] = "kiln-exec";
+		targv[1] = path;
+		for (size_t i = 0; i < n; i++)
+			targv[2 + i] = s->argv[i];
+		syscall(SYS_execveat, c->trampoline, "", targv, env.v, AT_EMPTY_PATH);
+		/* a profile that forbids execveat: fall through to execve */
+		free(targv);
+	}
 	execve(path, s->argv, env.v);
 	int e = errno;
 	if (e == ENOENT) {
@@ -1303,7 +1383,7 @@ static const int fwd_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIG
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex, struct kiln_err *err)
 {
 	memset(ex, 0, sizeof(*ex));
-	struct ctx c = {.spec = spec, .sync = -1};
+	struct ctx c = {.spec = spec, .sync = -1, .trampoline = -1};
 	if (kiln_sandbox_decide(spec, &c.priv, err) < 0) {
 		err->exit_code = 125;
 		return -1;
@@ -1327,6 +1407,7 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	c.hostname = spec->hostname && spec->hostname[0] ? spec->hostname : hostbuf;
 	if (stat("/proc/self/exe", &c.self_exe) < 0)
 		memset(&c.self_exe, 0, sizeof(c.self_exe));
+	c.trampoline = trampoline_create();
 
 	int ret = -1, sp[2] = {-1, -1}, sfd = -1;
 	char tmpdir[64] = "";
@@ -1525,6 +1606,8 @@ out:
 	}
 	if (tmpdir[0])
 		kiln_rm_rf(tmpdir, NULL);
+	if (c.trampoline >= 0)
+		close(c.trampoline);
 	return ret;
 }
 
@@ -1534,7 +1617,7 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 		      struct kiln_err *err)
 {
 	memset(ex, 0, sizeof(*ex));
-	struct ctx c = {.spec = spec, .sync = -1, .exec_mode = true};
+	struct ctx c = {.spec = spec, .sync = -1, .exec_mode = true, .trampoline = -1};
 	if (kiln_sandbox_decide(spec, &c.priv, err) < 0) {
 		err->exit_code = 125;
 		return -1;
@@ -1549,6 +1632,7 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 	}
 	if (stat("/proc/self/exe", &c.self_exe) < 0)
 		memset(&c.self_exe, 0, sizeof(c.self_exe));
+	c.trampoline = trampoline_create();
 	static const char *const nss[] = {"cgroup", "ipc", "uts", "net", "pid", "mnt"};
 	int nsfd[6];
 	for (int i = 0; i < 6; i++) {
@@ -1663,5 +1747,7 @@ out:
 	while (sigtimedwait(&mask, NULL, &zero) > 0)
 		;
 	sigprocmask(SIG_SETMASK, &oldmask, NULL);
+	if (c.trampoline >= 0)
+		close(c.trampoline);
 	return ret;
 }
