@@ -104,6 +104,13 @@ if [ "${BENCH_WRITE:-}" = 1 ]; then
 \`tests/bench/bench_run.sh\` on $(date -u +%F), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $RUNS runs each (podman 10), times of the whole command:
 
 $table
+
+What the rows mean: \\`kiln version\\` is the cost of starting the kiln binary at all (it links 49 shared
+libraries, most of them pulled in by libcurl; relocation dominates), paid by every kiln command; the
+sandbox itself is the difference to the first row.  The crun row runs inside a private mount namespace
+that hides the empty cgroup2 mount (crun refuses hybrid cgroups); the row below it is that wrapper's own
+cost.  Without limits kiln leaves the container in its own cgroup: moving a task into a new v1 cgroup
+waits for an RCU grace period (the \\`-m 64m\\` row).  The machine is shared; compare rows of one run only.
 "
 	python3 - "$res" "$section" <<'PY'
 import re, sys
