@@ -15,12 +15,67 @@ static void usage(FILE *f)
 		   "  -a, --all         Show all images (no intermediate images are hidden anyway)\n"
 		   "      --digests     Show digests\n"
 		   "      --no-trunc    Don't truncate output\n"
+		   "      --format string  Pretty-print images using a (simple) Go template\n"
 		   "  -q, --quiet       Only show image IDs\n");
 }
 
 struct row {
-	char *repo, *tag, *digest, *id, *created, *size;
+	char *repo, *tag, *digest, *id, *created, *size, *created_at;
 };
+
+/* --format: {{.Repository}} {{.Tag}} {{.ID}} {{.Digest}} {{.CreatedSince}}
+ * {{.CreatedAt}} {{.Size}}; \t and \n escapes as docker's templates allow. */
+static int print_format(const char *fmt, const struct row *r)
+{
+	struct kiln_buf b = {0};
+	for (const char *p = fmt; *p;) {
+		if (p[0] == '\\' && p[1] == 't') {
+			kiln_buf_putc(&b, '\t');
+			p += 2;
+			continue;
+		}
+		if (p[0] == '\\' && p[1] == 'n') {
+			kiln_buf_putc(&b, '\n');
+			p += 2;
+			continue;
+		}
+		if (strncmp(p, "{{", 2)) {
+			kiln_buf_putc(&b, *p++);
+			continue;
+		}
+		const char *end = strstr(p, "}}");
+		if (!end) {
+			kiln_buf_free(&b);
+			fprintf(stderr, "kiln: images: unclosed action in --format\n");
+			return -1;
+		}
+		char *act = kiln_xstrndup(p + 2, (size_t)(end - p - 2));
+		char *a = act;
+		while (*a == ' ')
+			a++;
+		for (char *e = a + strlen(a); e > a && e[-1] == ' ';)
+			*--e = '\0';
+		static const char *const names[] = {".Repository", ".Tag", ".ID", ".Digest", ".CreatedSince",
+						    ".CreatedAt", ".Size"};
+		const char *vals[] = {r->repo, r->tag, r->id, r->digest, r->created, r->created_at, r->size};
+		size_t k;
+		for (k = 0; k < 7; k++)
+			if (!strcmp(a, names[k]))
+				break;
+		if (k == 7) {
+			fprintf(stderr, "kiln: images: unsupported --format action {{%s}}\n", act);
+			free(act);
+			kiln_buf_free(&b);
+			return -1;
+		}
+		kiln_buf_puts(&b, vals[k]);
+		free(act);
+		p = end + 2;
+	}
+	printf("%s\n", b.data ? b.data : "");
+	kiln_buf_free(&b);
+	return 0;
+}
 
 /* Does the filter (as given by the user) match this reference? */
 static bool matches(const char *filter, const char *ref)
@@ -47,7 +102,7 @@ static bool matches(const char *filter, const char *ref)
 int kiln_cmd_images(int argc, char **argv)
 {
 	bool quiet = false, digests = false, no_trunc = false;
-	const char *filter = NULL;
+	const char *filter = NULL, *format = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -56,6 +111,10 @@ int kiln_cmd_images(int argc, char **argv)
 		} else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
 			quiet = true;
 		} else if (!strcmp(a, "-a") || !strcmp(a, "--all")) {
+		} else if (!strcmp(a, "--format") && i + 1 < argc) {
+			format = argv[++i];
+		} else if (!strncmp(a, "--format=", 9)) {
+			format = a + 9;
 		} else if (!strcmp(a, "--digests")) {
 			digests = true;
 		} else if (!strcmp(a, "--no-trunc")) {
@@ -116,9 +175,17 @@ int kiln_cmd_images(int argc, char **argv)
 			r->id = kiln_xstrdup(no_trunc ? v[i].id : shortid);
 			r->created = kiln_xstrdup(since);
 			r->size = kiln_xstrdup(size);
+			r->created_at = kiln_xstrdup(v[i].created ? v[i].created : "");
 		}
 	}
-	if (quiet) {
+	int rc = 0;
+	if (format && !quiet) {
+		if (!strncmp(format, "table ", 6))
+			format += 6;
+		for (size_t i = 0; i < nr && rc == 0; i++)
+			if (print_format(format, &rows[i]) < 0)
+				rc = KILN_EXIT_USAGE;
+	} else if (quiet) {
 		for (size_t i = 0; i < nr; i++) {
 			bool seen = false;
 			for (size_t j = 0; j < i; j++)
@@ -160,9 +227,10 @@ int kiln_cmd_images(int argc, char **argv)
 		free(rows[i].id);
 		free(rows[i].created);
 		free(rows[i].size);
+		free(rows[i].created_at);
 	}
 	free(rows);
 	kiln_image_list_free(v, n);
 	kiln_store_close(s);
-	return 0;
+	return rc;
 }

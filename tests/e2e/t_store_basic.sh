@@ -29,6 +29,7 @@ grep -Eq "^busybox +latest +${id:7:12} " <<<"$out" || fail "busybox:latest not l
 [ "$("$KILN" images -q)" = "${id:7:12}" ] || fail "images -q"
 "$KILN" images --no-trunc | grep -q "$id" || fail "images --no-trunc lacks the full id"
 "$KILN" images --digests | head -n 1 | grep -q DIGEST || fail "images --digests header"
+[ "$("$KILN" images --format '{{.Repository}}:{{.Tag}} {{.ID}}')" = "busybox:latest ${id:7:12}" ] || fail "images --format"
 
 # inspect
 "$KILN" inspect busybox >"$work/inspect.json"
