@@ -215,7 +215,8 @@ int snap_overlay_lowers(struct kiln_snapshotter *sn, const char *chain_id,
 	if (!lower) {
 		if (errno == ENOENT)
 			return 0;
-		*err = e2;
+		if (err)
+			*err = e2;
 		return kiln_err_wrap(err, "snapshot %s", chain_id);
 	}
 	char *save = NULL;

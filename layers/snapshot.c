@@ -183,6 +183,31 @@ static bool pid_dead(const char *name)
 	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
 }
 
+/* Temporary keys: ".apply-PID-N" (ours) and NAME-PID-N with a lowercase
+ * NAME (callers' build steps and views).  Returns the PID part or NULL. */
+static const char *temp_key_pid(const char *key)
+{
+	const char *p = key;
+	if (kiln_str_has_prefix(p, ".apply-"))
+		p += 7;
+	else {
+		while (*p >= 'a' && *p <= 'z')
+			p++;
+		if (p == key || *p != '-')
+			return NULL;
+		p++;
+	}
+	const char *pid = p;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	if (p == pid || *p != '-')
+		return NULL;
+	const char *n = ++p;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	return p != n && !*p ? pid : NULL;
+}
+
 /* Leftovers of processes that died: tmp/<pid>-…, active/.apply-<pid>-…,
  * tmp/probe-<pid>-… */
 static void clean_leftovers(struct kiln_snapshotter *sn)
@@ -203,8 +228,8 @@ static void clean_leftovers(struct kiln_snapshotter *sn)
 			const char *pidpart = NULL;
 			if (d == 0)
 				pidpart = kiln_str_has_prefix(n, "probe-") ? n + 6 : n;
-			else if (kiln_str_has_prefix(n, ".apply-"))
-				pidpart = n + 7;
+			else
+				pidpart = temp_key_pid(n);
 			if (!pidpart || !pid_dead(pidpart))
 				continue;
 			char *rel = kiln_xasprintf("%s/%s", dirs[d], n);
@@ -464,7 +489,8 @@ int kiln_snap_get(struct kiln_snapshotter *sn, const char *key, unsigned flags,
 	free(pf);
 	free(rel);
 	if (!parent && errno != ENOENT) {
-		*err = e2;
+		if (err)
+			*err = e2;
 		return -1;
 	}
 	if (parent && !snap_chain_hex(parent)) {

@@ -18,6 +18,12 @@
  *   l/              overlay: short links to the diff directories
  *   tmp/            removals in progress
  *
+ * Keys of the form NAME-PID-N (NAME lowercase letters, PID and N decimal,
+ * e.g. "build-4242-3") are temporary: kiln_snap_open removes them (and
+ * unmounts them) once process PID no longer exists, so a killed build leaves
+ * nothing behind for long.  Use other keys (e.g. "ctr-<hex id>") for
+ * snapshots that must outlive their process.
+ *
  * Committed snapshots are published with an atomic rename, so two processes
  * may commit the same chain id concurrently: the second commit finds it and
  * succeeds (its own copy is discarded).

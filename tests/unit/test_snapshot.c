@@ -882,6 +882,50 @@ static void test_empty_parent(void **state)
 	assert_int_equal(kiln_snap_discard(s, &err), 0);
 }
 
+/* A process that dies mid-build leaves its temporary snapshot (mounted, for
+ * overlay); the next open removes it, a live process's key stays. */
+static void test_dead_process_leftovers(void **state)
+{
+	struct drv *d = need(state);
+	struct kiln_err err = { 0 };
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kiln_snapshotter *sn;
+		struct kiln_snap *s;
+		char key[64];
+		snprintf(key, sizeof(key), "build-%d-7", (int)getpid());
+		if (kiln_snap_open(d->dir, d->name, &sn, &err) ||
+		    kiln_snap_prepare(sn, d->c1, key, 0, &s, &err))
+			_exit(1);
+		wfile(kiln_snap_rootfs(s), "partial", "x\n", 0644);
+		_exit(0);                       /* no release, no discard */
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	char key[64], mine[64];
+	snprintf(key, sizeof(key), "build-%d-7", (int)pid);
+	snprintf(mine, sizeof(mine), "build-%d-8", (int)getpid());
+	struct kiln_snap *s = NULL;
+	assert_int_equal(kiln_snap_prepare(d->sn, d->c1, mine, KILN_SNAP_NOMOUNT, &s, &err), 0);
+	char *leftover = kiln_xasprintf("%s/%s/active/%s", d->dir, d->name, key);
+	struct stat st;
+	assert_int_equal(stat(leftover, &st), 0);
+	if (!strcmp(d->name, "overlay"))
+		assert_true(mounted_under(leftover, NULL));
+	struct kiln_snapshotter *sn2 = NULL;
+	assert_int_equal(kiln_snap_open(d->dir, d->name, &sn2, &err), 0);
+	kiln_snap_close(sn2);
+	assert_int_equal(stat(leftover, &st), -1);
+	assert_false(mounted_under(leftover, NULL));
+	kiln_snap_release(s);                   /* a live process's key survived the open */
+	assert_int_equal(kiln_snap_get(d->sn, mine, KILN_SNAP_NOMOUNT, &s, &err), 0);
+	kiln_snap_release(s);
+	assert_int_equal(kiln_snap_remove(d->sn, mine, &err), 0);
+	free(leftover);
+}
+
 static void test_btrfs_pruning(void **state)
 {
 	struct drv *d = need(state);
@@ -1048,6 +1092,7 @@ int main(void)
 		PER_DRIVER(test_errors),
 		PER_DRIVER(test_nomount_spec),
 		PER_DRIVER(test_usage_list),
+		PER_DRIVER(test_dead_process_leftovers),
 		cmocka_unit_test_prestate(test_btrfs_pruning, &g_drv[D_BTRFS]),
 		cmocka_unit_test(test_nothing_mounted),
 	};
