@@ -1479,12 +1479,14 @@ int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opt
 			     archive_error_string(c.tar) ? archive_error_string(c.tar) : "not a tar stream");
 		goto out;
 	}
-	for (;;) {
+	for (int retries = 0;;) {
 		struct archive_entry *e;
 		int r = archive_read_next_header(c.tar, &e);
 		if (r == ARCHIVE_EOF)
 			break;
-		if (r < ARCHIVE_WARN) {
+		if (r == ARCHIVE_RETRY && ++retries < 16)
+			continue;
+		if (r < ARCHIVE_WARN || r == ARCHIVE_RETRY) {
 			kiln_err_set(err, 0, "reading layer: %s",
 				     archive_error_string(c.tar) ? archive_error_string(c.tar) : "bad tar header");
 			goto out;
