@@ -930,9 +930,13 @@ int kiln_cmd_run(int argc, char **argv)
 	}
 
 	struct kiln_exit ex;
+	/* a recorded foreground container: this process is its supervisor */
+	struct sup fg = {.root = kiln_global.root, .st = &st};
+	fg.lg.fds[0] = fg.lg.fds[1] = fg.lg.logfd = -1;
+	fg.close_after_start[0] = fg.close_after_start[1] = -1;
 	if (record) {
-		snprintf(st.status, sizeof(st.status), "running");
-		iso_now(st.started, sizeof(st.started));
+		spec.on_start = sup_on_start;
+		spec.on_start_arg = &fg;
 	}
 	if (kiln_sandbox_run(&spec, &ex, &err) < 0) {
 		rc = err.exit_code ? err.exit_code : KILN_EXIT_SETUP;
