@@ -260,8 +260,23 @@ int kiln_cgroup_create(struct kiln_cgroup *cg, const char *id, const struct kiln
 		char *slash = strrchr(parent, '/');
 		if (slash)
 			*slash = '\0';
-		struct kiln_err ignored = {0};
-		write_str(parent, "cgroup.subtree_control", "+memory +pids +cpu", &ignored);
+		/* only what the limits need; "no internal processes": a parent
+		 * with processes (kiln itself, its shell) cannot delegate */
+		char want[64] = "";
+		if (lim->memory > 0 || lim->memory_swap > 0)
+			strcat(want, "+memory ");
+		if (lim->pids > 0)
+			strcat(want, "+pids ");
+		if (lim->nano_cpus > 0 || lim->cpu_shares > 0)
+			strcat(want, "+cpu ");
+		struct kiln_err werr = {0};
+		if (want[0] && write_str(parent, "cgroup.subtree_control", want, &werr) < 0) {
+			kiln_err_set(err, werr.errnum, "cgroup v2: cannot enable %sfor the children of %s%s", want, parent,
+				     werr.errnum == EBUSY ? " (it has processes of its own; run kiln in a delegated "
+							    "cgroup, e.g. systemd-run --scope -p Delegate=yes)" : "");
+			free(parent);
+			goto fail;
+		}
 		free(parent);
 		if (lim->memory > 0 && write_i64(d, "memory.max", lim->memory, err) < 0)
 			goto fail;
