@@ -437,11 +437,39 @@ static int setup_dev(struct ctx *c, int rootfd, struct kiln_err *err)
 	int ret = -1;
 	for (size_t i = 0; i < sizeof(devnodes) / sizeof(devnodes[0]); i++) {
 		const struct devnode *d = &devnodes[i];
-		if (mknodat(dev, d->name, S_IFCHR | 0666, makedev(d->maj, d->min)) < 0) {
+		if (mknodat(dev, d->name, S_IFCHR | 0666, makedev(d->maj, d->min)) == 0) {
+			fchmodat(dev, d->name, 0666, 0);
+			continue;
+		}
+		if (errno != EPERM) {
 			kiln_err_set(err, errno, "/dev: creating %s", d->name);
 			goto out;
 		}
-		fchmodat(dev, d->name, 0666, 0);
+		/* no mknod (a user namespace): bind the host's node, verified to be
+		 * the right character device, onto an empty file */
+		char hp[32];
+		snprintf(hp, sizeof(hp), "/dev/%s", d->name);
+		int hfd = open(hp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		struct stat hst;
+		if (hfd < 0 || fstat(hfd, &hst) < 0 || !S_ISCHR(hst.st_mode) ||
+		    hst.st_rdev != makedev(d->maj, d->min)) {
+			if (hfd >= 0)
+				close(hfd);
+			kiln_err_set(err, 0, "/dev: host %s is not the character device %u:%u", hp, d->maj, d->min);
+			goto out;
+		}
+		int t = openat(dev, d->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+		if (t >= 0) {
+			close(t);
+			t = openat(dev, d->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		}
+		int r = t < 0 ? kiln_err_set(err, errno, "/dev: creating %s", d->name)
+			      : bind_fd(hfd, t, false, false, err, hp);
+		if (t >= 0)
+			close(t);
+		close(hfd);
+		if (r < 0)
+			goto out;
 	}
 	static const char *const links[][2] = {{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
 		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},
