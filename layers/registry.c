@@ -788,6 +788,98 @@ int kiln_registry_blob_put_mem(struct kiln_registry *r, const char *repo, const 
 }
 
 /* ------------------------------------------------------------------------- */
+/* Artifacts                                                                   */
+
+static int manifest_blobs(json_t *man, struct kiln_registry_blob **out, size_t *n, struct kiln_err *err);
+
+int kiln_registry_artifact_push(struct kiln_registry *r, struct kiln_store *store, const char *repo,
+				const char *reference, const char *config_media_type,
+				const void *config, size_t config_len,
+				const struct kiln_registry_blob *blobs, size_t n, json_t *annotations,
+				char out_digest[KILN_DIGEST_MAX], struct kiln_err *err)
+{
+	if (!config_media_type || !*config_media_type)
+		return kiln_err_set(err, EINVAL, "artifact push: no config media type");
+	if (n && kiln_registry_blob_put(r, store, repo, blobs, n, NULL, err) < 0)
+		return -1;
+	char cdg[KILN_DIGEST_MAX];
+	if (kiln_registry_blob_put_mem(r, repo, config, config_len, cdg, err) < 0)
+		return -1;
+	json_t *layers = json_array();
+	for (size_t i = 0; i < n; i++) {
+		int64_t size = blobs[i].size;
+		if (size < 0 && kiln_store_blob_size(store, blobs[i].digest, &size, err) < 0) {
+			json_decref(layers);
+			return -1;
+		}
+		json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType",
+							blobs[i].media_type ? blobs[i].media_type
+									    : KILN_MT_LAYER_GZIP,
+							"digest", blobs[i].digest, "size", (json_int_t)size));
+	}
+	json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2, "mediaType",
+			      KILN_MT_OCI_MANIFEST, "config", "mediaType", config_media_type, "digest", cdg,
+			      "size", (json_int_t)config_len, "layers", layers);
+	if (annotations && json_is_object(annotations))
+		json_object_set(m, "annotations", annotations);
+	char *text = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(m);
+	if (!text)
+		return kiln_err_set(err, ENOMEM, "encoding the artifact manifest");
+	int rc = kiln_registry_manifest_put(r, repo, reference, KILN_MT_OCI_MANIFEST, text, strlen(text),
+					    out_digest, err);
+	free(text);
+	return rc;
+}
+
+int kiln_registry_artifact_pull(struct kiln_registry *r, struct kiln_store *store, const char *repo,
+				const char *reference, json_t **manifest, char **config,
+				size_t *config_len, struct kiln_err *err)
+{
+	*manifest = NULL;
+	*config = NULL;
+	*config_len = 0;
+	char *data = NULL, *mt = NULL;
+	size_t len = 0;
+	char dg[KILN_DIGEST_MAX];
+	if (kiln_registry_manifest_get(r, repo, reference, &data, &len, &mt, dg, err) < 0)
+		return -1;
+	int rc = -1;
+	json_t *m = NULL;
+	struct kiln_registry_blob *blobs = NULL;
+	size_t nb = 0;
+	if (!is_manifest_mt(mt)) {
+		kiln_err_set(err, EINVAL, "%s/%s:%s is a %s, not a manifest", r->host, repo, reference, mt);
+		goto out;
+	}
+	m = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(m) || !json_is_array(json_object_get(m, "layers"))) {
+		kiln_err_set(err, EINVAL, "%s/%s:%s: not a manifest with layers", r->host, repo, reference);
+		goto out;
+	}
+	if (manifest_blobs(m, &blobs, &nb, err) < 0)
+		goto out;
+	if (kiln_registry_blob_get_mem(r, repo, &blobs[0], 16u << 20, config, config_len, err) < 0)
+		goto out;
+	if (nb > 1 && kiln_registry_blob_get_to_store(r, store, repo, blobs + 1, nb - 1, err) < 0)
+		goto out;
+	*manifest = m;
+	m = NULL;
+	rc = 0;
+out:
+	if (rc < 0) {
+		free(*config);
+		*config = NULL;
+		*config_len = 0;
+	}
+	json_decref(m);
+	free(blobs);
+	free(data);
+	free(mt);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------- */
 /* Whole images                                                                */
 
 static void say(const struct kiln_registry_opts *o, const char *fmt, ...)
@@ -894,6 +986,27 @@ static int manifest_blobs(json_t *man, struct kiln_registry_blob **out, size_t *
 	return 0;
 }
 
+/* The config must be an object whose rootfs.diff_ids match the layers. */
+static int check_config(struct kiln_store *store, const struct kiln_registry_blob *blobs, size_t nb,
+			struct kiln_err *err)
+{
+	char *data = NULL;
+	size_t len = 0;
+	if (kiln_store_blob_read(store, blobs[0].digest, 16u << 20, &data, &len, err) < 0)
+		return -1;
+	json_t *cfg = json_loadb(data, len, 0, NULL);
+	free(data);
+	json_t *ids = json_object_get(json_object_get(cfg, "rootfs"), "diff_ids");
+	int rc = 0;
+	if (!json_is_object(cfg))
+		rc = kiln_err_set(err, EINVAL, "image config %s is not a JSON object", blobs[0].digest);
+	else if (!json_is_array(ids) || json_array_size(ids) != nb - 1)
+		rc = kiln_err_set(err, EINVAL, "image config %s lists %zu diff_ids for %zu layers", blobs[0].digest,
+				  json_array_size(ids), nb - 1);
+	json_decref(cfg);
+	return rc;
+}
+
 int kiln_registry_pull(struct kiln_store *store, const char *ref,
 		       const struct kiln_registry_opts *opts,
 		       char out_manifest_digest[KILN_DIGEST_MAX], struct kiln_err *err)
@@ -962,8 +1075,18 @@ int kiln_registry_pull(struct kiln_store *store, const char *ref,
 	}
 	if (manifest_blobs(mj, &blobs, &nb, err) < 0)
 		goto out;
+	if (!blobs[0].media_type || (strcmp(blobs[0].media_type, KILN_MT_OCI_CONFIG) &&
+				     strcmp(blobs[0].media_type, KILN_MT_DOCKER_CONFIG))) {
+		kiln_err_set(err, EINVAL, "%s: not a container image (config media type \"%s\")", full,
+			     blobs[0].media_type ? blobs[0].media_type : "");
+		goto out;
+	}
 	if (kiln_registry_blob_get_to_store(r, store, rf.path, blobs, nb, err) < 0) {
 		kiln_err_wrap(err, "pulling %s", familiar);
+		goto out;
+	}
+	if (check_config(store, blobs, nb, err) < 0) {
+		kiln_err_wrap(err, "%s", full);
 		goto out;
 	}
 	/* the manifests last, byte for byte, so a store never names missing blobs */

@@ -168,6 +168,28 @@ int kiln_registry_blob_put_mem(struct kiln_registry *r, const char *repo, const 
 			       size_t len, char digest_out[KILN_DIGEST_MAX], struct kiln_err *err);
 
 /* ---------------------------------------------------------------------------
+ * Arbitrary OCI artifacts: a config plus blobs under a reference.  The hook
+ * for the build cache shared through a registry (--cache-to/--cache-from
+ * type=registry): push the cache records as the config and the layers as
+ * blobs, pull them back into the store.
+ */
+/* Push blobs (from the store, each with its media_type), then the config
+ * (from memory) and an OCI image manifest naming them, under repo:reference
+ * (a tag).  annotations (may be NULL) is copied into the manifest;
+ * out_digest (may be NULL) gets the manifest digest. */
+int kiln_registry_artifact_push(struct kiln_registry *r, struct kiln_store *store, const char *repo,
+				const char *reference, const char *config_media_type,
+				const void *config, size_t config_len,
+				const struct kiln_registry_blob *blobs, size_t n, json_t *annotations,
+				char out_digest[KILN_DIGEST_MAX], struct kiln_err *err);
+/* Fetch repo:reference (an OCI or Docker image manifest): its config into
+ * memory (at most 16 MiB) and every layer blob into the store (verified).
+ * *manifest is a new reference (caller json_decref's), *config is malloc'd. */
+int kiln_registry_artifact_pull(struct kiln_registry *r, struct kiln_store *store, const char *repo,
+				const char *reference, json_t **manifest, char **config,
+				size_t *config_len, struct kiln_err *err);
+
+/* ---------------------------------------------------------------------------
  * Whole images.
  */
 /* Pull ref (Docker's normalisation) into the store: the manifest (and index)

@@ -574,6 +574,15 @@ static void apply_common(struct kiln_registry *r, struct reg_xfer *x)
 
 static int token_for(struct kiln_registry *r, const char *scope, char **out, struct kiln_err *err);
 
+/* Does url point at the registry (scheme, host and port of r->base)? */
+static bool same_origin(const struct kiln_registry *r, const char *url)
+{
+	if (!r->base)
+		return false;
+	size_t n = strlen(r->base);
+	return !strncmp(url, r->base, n) && (url[n] == '/' || url[n] == '?' || url[n] == 0);
+}
+
 int reg_xfer_prepare(struct kiln_registry *r, struct reg_xfer *x, struct kiln_err *err)
 {
 	if (!x->easy) {
@@ -591,11 +600,13 @@ int reg_xfer_prepare(struct kiln_registry *r, struct reg_xfer *x, struct kiln_er
 		curl_slist_free_all(x->hdrs);
 	x->hdrs = NULL;
 
-	/* authorization first: it may need a token request of its own */
+	/* authorization first: it may need a token request of its own.
+	 * Registry credentials and tokens go to the registry itself only, never
+	 * to another host a Location header points at. */
 	char *auth = NULL;
 	if (x->basic_user) {
 		auth = basic_header(x->basic_user, x->basic_pass);
-	} else if (!x->no_auth) {
+	} else if (!x->no_auth && same_origin(r, x->url)) {
 		load_creds(r);
 		if (!strcmp(r->auth_scheme, "basic") && r->creds.username) {
 			auth = basic_header(r->creds.username, r->creds.password);

@@ -12,7 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -20,6 +25,7 @@
 #include "common/util.h"
 #include "layers/registry.h"
 #include "layers/registry_int.h"
+#include "layers/store.h"
 
 /* ---- WWW-Authenticate ---- */
 
@@ -467,6 +473,176 @@ static void test_error_wording(void **state)
 	reg_xfer_free(&x);
 }
 
+/* ---- against a live docker-registry (skipped when it is not installed):
+ * the transfer engine under ASan/UBSan ---- */
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof(a);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static bool port_open(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static void fill_random(char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (char)(seed >> 16);
+	}
+}
+
+static void test_live_registry(void **state)
+{
+	(void)state;
+	if (system("command -v docker-registry >/dev/null 2>&1") != 0) {
+		skip();
+		return;
+	}
+	struct kiln_err err = {0};
+	int port = free_port();
+	assert_true(port > 0);
+	char *cfg = kiln_xasprintf("%s/config.yml", tmpdir);
+	char *text = kiln_xasprintf("version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\n"
+				    "storage: {filesystem: {rootdirectory: %s/regdata}}\n"
+				    "http: {addr: 127.0.0.1:%d, secret: unit}\n",
+				    tmpdir, port);
+	write_text(cfg, text, 0644);
+	free(text);
+	char *logp = kiln_xasprintf("%s/registry.log", tmpdir);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execlp("docker-registry", "docker-registry", "serve", cfg, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && !port_open(port); i++)
+		usleep(50000);
+	assert_true(port_open(port));
+
+	char *sroot = kiln_xasprintf("%s/store1", tmpdir);
+	char *sroot2 = kiln_xasprintf("%s/store2", tmpdir);
+	struct kiln_store *s1 = NULL, *s2 = NULL;
+	assert_int_equal(kiln_store_open(sroot, KILN_STORE_RDWR, &s1, &err), 0);
+	assert_int_equal(kiln_store_open(sroot2, KILN_STORE_RDWR, &s2, &err), 0);
+	/* an empty blob, a small one, one larger than the chunk size */
+	size_t sizes[3] = {0, 100000, 3u << 20};
+	struct kiln_registry_blob blobs[3];
+	char *datas[3];
+	for (int i = 0; i < 3; i++) {
+		datas[i] = kiln_xmalloc(sizes[i] + 1);
+		fill_random(datas[i], sizes[i], (unsigned)i + 7);
+		memset(&blobs[i], 0, sizeof(blobs[i]));
+		assert_int_equal(kiln_store_blob_put(s1, datas[i], sizes[i], blobs[i].digest, &err), 0);
+		blobs[i].size = (int64_t)sizes[i];
+		blobs[i].media_type = KILN_MT_LAYER_TAR;
+	}
+	char host[64];
+	snprintf(host, sizeof(host), "127.0.0.1:%d", port);
+	struct kiln_registry_opts o = {.chunk_size = 1 << 20, .max_parallel = 2, .retries = 1};
+	struct kiln_registry *r = NULL;
+	assert_int_equal(kiln_registry_open(host, &o, &r, &err), 0);
+	bool exists = true;
+	int64_t size = 0;
+	assert_int_equal(kiln_registry_blob_exists(r, "unit/cache", blobs[2].digest, &exists, &size, &err), 0);
+	assert_false(exists);
+
+	const char *config = "{\"records\":[1,2,3]}";
+	json_t *ann = json_pack("{s:s}", "org.example.kind", "cache");
+	char mdg[KILN_DIGEST_MAX];
+	if (kiln_registry_artifact_push(r, s1, "unit/cache", "c1", "application/vnd.kiln.cache.v1+json", config,
+					strlen(config), blobs, 3, ann, mdg, &err) < 0)
+		fail_msg("artifact push: %s", err.msg);
+	json_decref(ann);
+	assert_true(kiln_digest_valid(mdg));
+	assert_int_equal(kiln_registry_blob_exists(r, "unit/cache", blobs[2].digest, &exists, &size, &err), 0);
+	assert_true(exists);
+	assert_int_equal(size, (int64_t)sizes[2]);
+
+	json_t *m = NULL;
+	char *cfgdata = NULL;
+	size_t cfglen = 0;
+	if (kiln_registry_artifact_pull(r, s2, "unit/cache", "c1", &m, &cfgdata, &cfglen, &err) < 0)
+		fail_msg("artifact pull: %s", err.msg);
+	assert_int_equal(cfglen, strlen(config));
+	assert_memory_equal(cfgdata, config, cfglen);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(m, "annotations"), "org.example.kind")),
+			    "cache");
+	assert_int_equal(json_array_size(json_object_get(m, "layers")), 3);
+	for (int i = 0; i < 3; i++) {
+		assert_true(kiln_store_blob_exists(s2, blobs[i].digest));
+		assert_int_equal(kiln_store_blob_verify(s2, blobs[i].digest, &err), 0);
+	}
+	json_decref(m);
+	free(cfgdata);
+
+	/* manifest by digest: the same bytes */
+	char *mdata = NULL, *mmt = NULL;
+	size_t mlen = 0;
+	char dg2[KILN_DIGEST_MAX];
+	assert_int_equal(kiln_registry_manifest_get(r, "unit/cache", mdg, &mdata, &mlen, &mmt, dg2, &err), 0);
+	assert_string_equal(dg2, mdg);
+	assert_string_equal(mmt, KILN_MT_OCI_MANIFEST);
+	free(mdata);
+	free(mmt);
+
+	/* blobs into memory; a wrong size is refused */
+	char *bd = NULL;
+	size_t bl = 0;
+	assert_int_equal(kiln_registry_blob_get_mem(r, "unit/cache", &blobs[1], 0, &bd, &bl, &err), 0);
+	assert_int_equal(bl, sizes[1]);
+	assert_memory_equal(bd, datas[1], bl);
+	free(bd);
+	struct kiln_registry_blob wrong = blobs[1];
+	wrong.size = 5;
+	assert_int_equal(kiln_registry_blob_get_mem(r, "unit/cache", &wrong, 0, &bd, &bl, &err), -1);
+
+	/* errors as the registry words them */
+	assert_int_equal(kiln_registry_manifest_get(r, "unit/cache", "nope", &mdata, &mlen, &mmt, dg2, &err), -1);
+	assert_int_equal(err.errnum, ENOENT);
+	assert_non_null(strstr(err.msg, "manifest unknown"));
+	struct kiln_registry_blob missing = {.size = 3};
+	kiln_digest_data("abc", 3, missing.digest);
+	assert_int_equal(kiln_registry_blob_get_to_store(r, s2, "unit/cache", &missing, 1, &err), -1);
+	assert_non_null(strstr(err.msg, "blob unknown"));
+	assert_false(kiln_store_blob_exists(s2, missing.digest));
+
+	kiln_registry_close(r);
+	kiln_store_close(s1);
+	kiln_store_close(s2);
+	for (int i = 0; i < 3; i++)
+		free(datas[i]);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	free(sroot);
+	free(sroot2);
+	free(logp);
+	free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -480,6 +656,7 @@ int main(void)
 		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_endpoint_and_flags),
 		cmocka_unit_test(test_error_wording),
+		cmocka_unit_test_setup_teardown(test_live_registry, setup_home, teardown_home),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
