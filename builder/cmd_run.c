@@ -470,7 +470,17 @@ static void log_line(int logfd, const char *stream, const char *data, size_t len
 	char ts[64];
 	iso_now(ts, sizeof(ts));
 	json_t *o = json_object();
-	json_object_set_new(o, "log", json_stringn(data, len));
+	json_t *js = json_stringn(data, len);
+	if (!js) {
+		/* not UTF-8: keep the line, replacing the bytes jansson refuses */
+		char *copy = kiln_xstrndup(data, len);
+		for (size_t i = 0; i < len; i++)
+			if ((unsigned char)copy[i] >= 0x80 || copy[i] == '\0')
+				copy[i] = '?';
+		js = json_stringn(copy, len);
+		free(copy);
+	}
+	json_object_set_new(o, "log", js);
 	json_object_set_new(o, "stream", json_string(stream));
 	json_object_set_new(o, "time", json_string(ts));
 	char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
