@@ -86,6 +86,21 @@ ln -s ../../../../../../../../etc "$R"/mnt/rel
 run "$R" -v "$work/vol:/mnt/rel" ls /etc/ | grep -q "$marker" || fail "relative symlink target"
 [ ! -e "/etc/$marker" ] || fail "relative symlink: the bind reached the host /etc"
 
+# --- 6, raced: a second container flips the mount target (inside a shared
+# volume) between a directory and a symlink to /etc while mounts are made
+mkdir -p "$work/shared" "$work/src"
+touch "$work/src/$marker-race"
+flipper=$("$KILN" run -d --network none -v "$work/shared:/data" --rootfs "$R" \
+	sh -c 'while true; do rm -rf /data/x; ln -s /etc /data/x; rm -f /data/x; mkdir /data/x; done')
+for i in $(seq 25); do
+	"$KILN" run --rm --network none -v "$work/shared:/data" -v "$work/src:/data/x" --rootfs "$R" \
+		true >/dev/null 2>&1 || true
+done
+"$KILN" rm -f "$flipper" >/dev/null
+[ ! -e "/etc/$marker-race" ] || fail "the raced bind reached the host /etc"
+grep -q "$marker" /proc/self/mountinfo && fail "a raced container mount leaked into the host namespace"
+[ ! -e "$R/etc/$marker-race" ] || fail "the raced bind created files in the image's /etc"
+
 # --- 7: /proc a symlink or a file
 P=$work/procsym
 mkroot "$P"
