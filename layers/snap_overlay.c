@@ -402,6 +402,9 @@ bool snap_overlay_probe(struct kiln_snapshotter *sn)
 struct octx {
 	struct kiln_changes *out;
 	struct kiln_err *err;
+	/* copied-up and changed files whose lower inode had other links */
+	struct snap_u64set broken_inos;
+	struct kiln_strv broken_paths;   /* "ino\tpath" */
 };
 
 static bool is_whiteout(const struct stat *st)
@@ -481,6 +484,12 @@ static int ovl_dir(struct octx *c, int ufd, int pfd, const char *rel, bool opaqu
 			rc = snap_meta_same(ufd, name, &us, pfd, name, &ps, &same, c->err);
 			if (!rc && !same)
 				kiln_changes_add(c->out, path, KILN_CHANGE_MODIFY);
+			if (!rc && !same && S_ISREG(us.st_mode) && S_ISREG(ps.st_mode) &&
+			    ps.st_nlink > 1) {
+				snap_u64set_add(&c->broken_inos, (uint64_t)ps.st_ino);
+				kiln_strv_push_owned(&c->broken_paths,
+						     kiln_xasprintf("%llu\t%s", (unsigned long long)ps.st_ino, path));
+			}
 			if (!rc && S_ISDIR(us.st_mode)) {
 				int usub = openat(ufd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 				if (usub < 0) {
@@ -504,6 +513,104 @@ static int ovl_dir(struct octx *c, int ufd, int pfd, const char *rel, bool opaqu
 	}
 	kiln_strv_free(&un);
 	kiln_strv_free(&pn);
+	return rc;
+}
+
+/* Find the paths of the parent tree whose regular files have an inode of
+ * the set (the other names of a hard-linked file). */
+static int find_aliases(int dirfd, const char *rel, const struct snap_u64set *inos,
+			struct kiln_strv *out, struct kiln_err *err)
+{
+	struct kiln_strv names = { 0 };
+	if (snap_list_dir(dirfd, &names, err))
+		return -1;
+	int rc = 0;
+	for (size_t i = 0; i < names.n && !rc; i++) {
+		struct stat st;
+		if (fstatat(dirfd, names.v[i], &st, AT_SYMLINK_NOFOLLOW))
+			continue;
+		char *p = snap_join(rel, names.v[i]);
+		if (S_ISREG(st.st_mode) && st.st_nlink > 1 && snap_u64set_has(inos, (uint64_t)st.st_ino)) {
+			kiln_strv_push_owned(out, kiln_xasprintf("%llu\t%s", (unsigned long long)st.st_ino, p));
+		} else if (S_ISDIR(st.st_mode)) {
+			int fd = openat(dirfd, names.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (fd >= 0) {
+				rc = find_aliases(fd, p, inos, out, err);
+				close(fd);
+			}
+		}
+		free(p);
+	}
+	kiln_strv_free(&names);
+	return rc;
+}
+
+/* Overlay breaks hard links on copy-up: after `echo x >> a` the other names
+ * of a's inode still show the old file, where btrfs and vfs (one inode) show
+ * the new one.  Make the tree what a plain filesystem would hold: each other
+ * name that still refers to the lower inode becomes a hard link to the
+ * copied-up file, and a MODIFY. */
+static int relink_aliases(struct kiln_snap *snap, struct octx *c, int pfd)
+{
+	struct kiln_strv aliases = { 0 };
+	if (find_aliases(pfd, "", &c->broken_inos, &aliases, c->err))
+		return -1;
+	bool temp = false;
+	int rc = 0;
+	const char *merged = kiln_snap_rootfs(snap);
+	if (!merged) {
+		if (snap_overlay_mount(snap, c->err)) {
+			kiln_strv_free(&aliases);
+			return -1;
+		}
+		temp = true;
+		merged = snap->merged;
+	}
+	int mfd = open(merged, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (mfd < 0)
+		rc = kiln_err_set(c->err, errno, "opening %s", merged);
+	for (size_t i = 0; !rc && i < aliases.n; i++) {
+		char *apath = strchr(aliases.v[i], '\t') + 1;
+		unsigned long long ino = strtoull(aliases.v[i], NULL, 10);
+		const char *src = NULL;
+		bool is_changed = false;
+		for (size_t j = 0; j < c->broken_paths.n; j++) {
+			char *bp = strchr(c->broken_paths.v[j], '\t') + 1;
+			if (strtoull(c->broken_paths.v[j], NULL, 10) != ino)
+				continue;
+			if (!strcmp(bp, apath))
+				is_changed = true;
+			else if (!src)
+				src = bp;
+		}
+		if (is_changed || !src)
+			continue;
+		/* still the lower file (not copied up, replaced or deleted since)? */
+		struct stat ms;
+		if (fstatat(mfd, apath, &ms, AT_SYMLINK_NOFOLLOW) || (unsigned long long)ms.st_ino != ino ||
+		    !S_ISREG(ms.st_mode))
+			continue;
+		char *up = kiln_xasprintf("%s/%s", snap->fs, apath);
+		struct stat us;
+		bool in_upper = lstat(up, &us) == 0;
+		free(up);
+		if (in_upper)
+			continue;
+		if (unlinkat(mfd, apath, 0) || linkat(mfd, src, mfd, apath, 0)) {
+			rc = kiln_err_set(c->err, errno, "re-linking %s to %s", apath, src);
+			break;
+		}
+		kiln_changes_add(c->out, apath, KILN_CHANGE_MODIFY);
+	}
+	if (mfd >= 0)
+		close(mfd);
+	if (temp) {
+		struct kiln_err e2;
+		snap->mounted = false;
+		if (snap_umount_if_mounted(snap->merged, rc ? &e2 : c->err))
+			rc = -1;
+	}
+	kiln_strv_free(&aliases);
 	return rc;
 }
 
@@ -543,6 +650,10 @@ int snap_overlay_diff(struct kiln_snap *snap, struct kiln_changes *out, struct k
 	if (!rc) {
 		struct octx c = { .out = out, .err = err };
 		rc = ovl_dir(&c, ufd, pfd, "", false);
+		if (!rc && c.broken_paths.n)
+			rc = relink_aliases(snap, &c, pfd);
+		snap_u64set_free(&c.broken_inos);
+		kiln_strv_free(&c.broken_paths);
 	}
 	if (ufd >= 0)
 		close(ufd);

@@ -369,6 +369,14 @@ static void m_hardlink(const char *r)
 {
 	assert_int_equal(link(P(r, "bin/sh"), P(r, "bin/sh2")), 0);
 }
+static void m_modify_hardlinked(const char *r)
+{
+	afile(r, "bin/hard1", "appended through one name\n");
+}
+static void m_chmod_hardlinked(const char *r)
+{
+	assert_int_equal(chmod(P(r, "bin/hard2"), 0600), 0);
+}
 static void m_new_hardlinks(const char *r)
 {
 	mkd(r, "hl", 0755);
@@ -463,6 +471,8 @@ static const struct scenario g_scen[] = {
 	{ "chmod", m_chmod, "M bin/sh", false },
 	{ "chown", m_chown, "M etc/passwd", true },
 	{ "hardlink", m_hardlink, "A bin/sh2;M bin", false },
+	{ "modify_hardlinked", m_modify_hardlinked, "M bin/hard1;M bin/hard2", false },
+	{ "chmod_hardlinked", m_chmod_hardlinked, "M bin/hard1;M bin/hard2", false },
 	{ "new_hardlinks", m_new_hardlinks, "A hl;A hl/one;A hl/two", false },
 	{ "symlink_new", m_symlink_new, "A newlink", false },
 	{ "symlink_retarget", m_symlink_retarget, "M etc/link;M etc", false },
@@ -542,7 +552,8 @@ static void all_mutations(const char *r)
 		/* skip the ones that touch the same paths as an earlier one */
 		if (!strcmp(sc->name, "rename_dir") || !strcmp(sc->name, "opaque_nested") ||
 		    !strcmp(sc->name, "delete_file") || !strcmp(sc->name, "recreate_same") ||
-		    !strcmp(sc->name, "chmod_back") || !strcmp(sc->name, "chown"))
+		    !strcmp(sc->name, "chmod_back") || !strcmp(sc->name, "chown") ||
+		    !strcmp(sc->name, "chmod_hardlinked"))
 			continue;
 		sc->fn(r);
 	}
