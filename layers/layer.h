@@ -129,14 +129,20 @@ int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opt
  *    recursively); the later of duplicate entries wins;
  *  - hard links are made with linkat between dirfds beneath the root; a target
  *    that does not exist there, or a directory, fails the layer;
+ *  - the stream may be gzip, zstd, xz, lzma, bzip2 or plain, decoded only by
+ *    libarchive's built-in decoders (never an external program); the tar may
+ *    be ustar, pax or GNU (long names, sparse files are written sparse);
  *  - whiteouts (opts->whiteouts): ".wh.NAME" removes NAME, ".wh..wh..opq"
- *    empties the directory of everything this layer did not create before it;
+ *    empties the directory of everything this layer did not create before it
+ *    (recursively: what the layer wrote deeper before the marker stays);
  *    ".wh." with an empty, "." or ".." name fails the layer; other
  *    ".wh..wh.*" names are ignored;
  *  - devices only with allow_devices as root (else skipped); fifos always;
  *    sockets skipped; setuid/setgid bits dropped unless keep_owner;
  *  - xattrs: all but security.selinux, system.*, trusted.overlay.* and
  *    user.overlay.* (the writer skips the same); EPERM/ENOTSUP ignored;
- *  - directory mtimes are set at the end, only where (dev, ino) still match. */
+ *  - directory mtimes are set at the end, only where (dev, ino) still match
+ *    (without root, a directory without owner rwx keeps u+rwx until then, so
+ *    the entries after it can be written). */
 
 #endif
