@@ -112,7 +112,11 @@ int kiln_snap_mount(struct kiln_snap *snap, struct kiln_err *err);
 int kiln_snap_unmount(struct kiln_snap *snap, struct kiln_err *err);
 
 /* How to mount the snapshot elsewhere (e.g. inside a private mount namespace
- * as the container rootfs). */
+ * as the container rootfs).  Note: fsconfig(FSCONFIG_SET_STRING) copies at
+ * most 256 bytes, so a colon-joined "lowerdir" value fails with EINVAL for
+ * chains longer than a few layers: pass each entry of lowerdirs as its own
+ * "lowerdir+" (kernel >= 6.8), use `options` with mount(2), or simply call
+ * kiln_snap_mount_spec_apply in the new namespace. */
 struct kiln_snap_mount_spec {
 	bool overlay;            /* false: bind mount `source` */
 	char *source;            /* bind: the directory; overlay: "overlay" */
