@@ -1535,6 +1535,38 @@ static void test_interop_tools(void **state)
 		free(z);
 		free(dst);
 	}
+	/* multi-member gzip (pigz, estargz) and multi-frame zstd with a skippable
+	 * frame (zstd:chunked) are one stream */
+	for (int z = 0; z < 2; z++) {
+		char *mm = kiln_xasprintf("%s/blob.multi", g_base);
+		cmd = z == 0
+			? kiln_xasprintf("sz=$(stat -c %%s '%s'); h=$(( sz / 1024 * 512 )); "
+					 "{ head -c $h '%s' | gzip -c; tail -c +$((h+1)) '%s' | gzip -c; } > '%s'",
+					 tarfile, tarfile, tarfile, mm)
+			: kiln_xasprintf("sz=$(stat -c %%s '%s'); h=$(( sz / 1024 * 512 )); "
+					 "{ head -c $h '%s' | zstd -qc; printf 'P*M\\030\\004\\000\\000\\000abcd'; "
+					 "tail -c +$((h+1)) '%s' | zstd -qc; } > '%s'",
+					 tarfile, tarfile, tarfile, mm);
+		assert_int_equal(system(cmd), 0);
+		free(cmd);
+		char *dst = fresh_dir("dst");
+		int dfd = open_dir(dst);
+		int in = open(mm, O_RDONLY | O_CLOEXEC);
+		assert_true(in >= 0);
+		struct kiln_err err = {0};
+		char diff[KILN_DIGEST_MAX];
+		if (kiln_layer_apply(dfd, in, &OPTS, diff, &err) < 0)
+			fail_msg("multi %d: %s", z, err.msg);
+		assert_string_equal(diff + 7, want);
+		char *b = pjoin(dst, "etc/hosts");
+		assert_int_equal(access(b, F_OK), 0);
+		free(b);
+		close(in);
+		close(dfd);
+		unlink(mm);
+		free(mm);
+		free(dst);
+	}
 	/* a GNU sparse file (1 GiB apparent, two data runs) is written sparse */
 	char *sp = pjoin(src, "sparse");
 	cmd = kiln_xasprintf("truncate -s 1G '%s' && printf head | dd of='%s' conv=notrunc status=none && "
