@@ -68,9 +68,23 @@ static void rm_tree(const char *path)
 	free(cmd);
 }
 
+static int g_fds_at_start;
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
 static int setup(void **state)
 {
 	(void)state;
+	g_fds_at_start = count_fds();
 	char tmpl[] = "/tmp/kiln-test-layer-XXXXXX";
 	assert_non_null(mkdtemp(tmpl));
 	g_base = kiln_xstrdup(tmpl);
@@ -1789,6 +1803,13 @@ static void confine_host_writes(void)
 	fclose(f);
 }
 
+/* Runs last: every success and error path above closed what it opened. */
+static void test_no_fd_leaks(void **state)
+{
+	(void)state;
+	assert_int_equal(count_fds(), g_fds_at_start);
+}
+
 int main(void)
 {
 	confine_host_writes();
@@ -1811,6 +1832,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_long_and_deep),
 		cmocka_unit_test(test_hostile_race),
 		cmocka_unit_test(test_interop_tools),
+		cmocka_unit_test(test_no_fd_leaks),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
