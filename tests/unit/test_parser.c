@@ -549,6 +549,10 @@ static void test_quote(void **state)
 	kiln_df_quote("a\"b\\c\td\x01\x7f\xc2\xa0\xe2\x80\x8b\xf0\x9f\x98\x80\xc3\xa9\xff", &b);
 	assert_string_equal(b.data, "\"a\\\"b\\\\c\\td\\x01\\x7f\\u00a0\\u200b\xf0\x9f\x98\x80\xc3\xa9\\xff\"");
 	kiln_buf_free(&b);
+	/* Unicode 15 (Go's tables): U+1FAE8 printable; private use and tags are not. */
+	kiln_df_quote("\xf0\x9f\xab\xa8\xee\x80\x80\xf3\xa0\x80\x81", &b);
+	assert_string_equal(b.data, "\"\xf0\x9f\xab\xa8\\ue000\\U000e0001\"");
+	kiln_buf_free(&b);
 }
 
 static void test_heredocs(void **state)
