@@ -277,7 +277,8 @@ static void test_health_case(void **state)
 		    "HEALTHCHECK CMD\n"
 		    "HEALTHCHECK   CMD   a b\n"
 		    "HEALTHCHECK --timeout=3s CMD [\"foo\"]\n"
-		    "HEALTHCHECK CONNECT TCP 7000\n",
+		    "HEALTHCHECK CONNECT TCP 7000\n"
+		    "HEALTHCHECK --start-period=0s --interval=5s --timeout=0s --retries=0 CMD [\"foo\"]\n",
 		    "(from \"debian\")\n"
 		    "(add \"check.sh\" \"main.sh\" \"/app/\")\n"
 		    "(cmd \"/app/main.sh\")\n"
@@ -286,7 +287,10 @@ static void test_health_case(void **state)
 		    "(healthcheck \"CMD\")\n"
 		    "(healthcheck \"CMD\" \"a b\")\n"
 		    "(healthcheck [\"--timeout=3s\"] \"CMD\" \"foo\")\n"
-		    "(healthcheck \"CONNECT\" \"TCP 7000\")\n");
+		    "(healthcheck \"CONNECT\" \"TCP 7000\")\n"
+		    "(healthcheck [\"--start-period=0s\" \"--interval=5s\" \"--timeout=0s\" \"--retries=0\"] \"CMD\" \"foo\")\n");
+	/* Zero durations and zero retries are valid (defaults). */
+	expect_check_ok("FROM a\nHEALTHCHECK --start-period=0s --interval=5s --timeout=0s --retries=0 CMD [\"foo\"]\n");
 }
 
 static void test_json_case(void **state)
