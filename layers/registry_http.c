@@ -165,7 +165,10 @@ int kiln_registry_open(const char *host, const struct kiln_registry_opts *opts,
 	r->insecure_http = r->opts.tls == KILN_TLS_INSECURE ||
 			   (r->opts.tls == KILN_TLS_DEFAULT && host_is_local(r->endpoint));
 	r->retries = r->opts.retries == 0 ? 6 : (r->opts.retries < 0 ? 0 : r->opts.retries);
-	r->max_parallel = r->opts.max_parallel > 0 ? r->opts.max_parallel : 4;
+	r->max_parallel = r->opts.max_parallel > 0 ? r->opts.max_parallel
+						   : (int)env_size("KILN_REGISTRY_PARALLEL", 4);
+	if (r->max_parallel < 1)
+		r->max_parallel = 1;
 	r->chunk_size = env_size("KILN_REGISTRY_CHUNK_SIZE", r->opts.chunk_size);
 	r->limit_rate = env_size("KILN_REGISTRY_LIMIT_RATE", r->opts.limit_rate);
 	r->share = curl_share_init();
