@@ -990,6 +990,9 @@ static int apply_xattrs(struct actx *c, int fd, bool is_path, struct archive_ent
 	while (archive_entry_xattr_next(e, &xn, &xv, &xs) == ARCHIVE_OK) {
 		if (!xn || !*xn || xattr_skipped(xn))
 			continue;
+		/* file capabilities are privileges like setuid: kept only with keep_owner */
+		if (!c->o->keep_owner && !strcmp(xn, "security.capability"))
+			continue;
 		int r = is_path ? setxattr(proc, xn, xv, xs, 0) : fsetxattr(fd, xn, xv, xs, 0);
 		if (r < 0) {
 			/* not supported here, or not allowed (user.* on symlinks and

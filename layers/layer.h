@@ -138,7 +138,8 @@ int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opt
  *    ".wh." with an empty, "." or ".." name fails the layer; other
  *    ".wh..wh.*" names are ignored;
  *  - devices only with allow_devices as root (else skipped); fifos always;
- *    sockets skipped; setuid/setgid bits dropped unless keep_owner;
+ *    sockets skipped; setuid/setgid bits and security.capability dropped
+ *    unless keep_owner;
  *  - xattrs: all but security.selinux, system.*, trusted.overlay.* and
  *    user.overlay.* (the writer skips the same); EPERM/ENOTSUP ignored;
  *  - directory mtimes are set at the end, only where (dev, ino) still match

@@ -945,6 +945,10 @@ static void test_round_trip(void **state)
 	assert_int_equal(lstat(sp, &st), 0);
 	assert_int_equal(st.st_uid, geteuid());
 	free(sp);
+	sp = pjoin(dst, "bin/xattr");   /* file capabilities are dropped like setuid */
+	assert_int_equal(getxattr(sp, "security.capability", val, sizeof val), -1);
+	assert_int_equal(getxattr(sp, "user.kiln", val, sizeof val), 5);
+	free(sp);
 	sp = pjoin(dst, "bin/null");   /* no devices unless allowed */
 	assert_int_equal(lstat(sp, &st), -1);
 	free(sp);
