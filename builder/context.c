@@ -14,142 +14,20 @@
 #include "builder/context.h"
 #include "builder/copy.h"
 #include "layers/layer.h"
+#include "parser/ignore.h"
 
 #pragma weak kiln_layer_apply
 
 /* ---- .dockerignore ---------------------------------------------------- */
 
-void kiln_context_ignore_parse(const char *text, struct kiln_strv *out)
-{
-	if (!text)
-		return;
-	const char *p = text;
-	while (*p) {
-		const char *nl = strchr(p, '\n');
-		size_t len = nl ? (size_t)(nl - p) : strlen(p);
-		KILN_AUTOFREE char *line = kiln_xstrndup(p, len);
-		p = nl ? nl + 1 : p + len;
-		/* trim */
-		char *s = line;
-		while (*s == ' ' || *s == '\t')
-			s++;
-		size_t l = strlen(s);
-		while (l && (s[l - 1] == ' ' || s[l - 1] == '\t' || s[l - 1] == '\r'))
-			s[--l] = 0;
-		if (!*s || *s == '#')
-			continue;
-		bool neg = false;
-		if (*s == '!') {
-			neg = true;
-			s++;
-			while (*s == ' ' || *s == '\t')
-				s++;
-		}
-		KILN_AUTOFREE char *rooted = kiln_xasprintf("/%s", s);
-		char *c = kiln_copy_clean(rooted);
-		const char *rel = strcmp(c, "/") ? c + 1 : ".";
-		kiln_strv_push_owned(out, kiln_xasprintf("%s%s", neg ? "!" : "", rel));
-		free(c);
-	}
-}
-
-/* Match with "**" = any number of path components (also zero). */
-static bool ig_match(const char *p, const char *s)
-{
-	for (;;) {
-		if (p[0] == '*' && p[1] == '*') {
-			const char *rest = p + 2;
-			if (*rest == '/') {
-				rest++;
-				/* zero directories, or any prefix ending in '/' */
-				if (ig_match(rest, s))
-					return true;
-				for (const char *t = s; *t; t++)
-					if (*t == '/' && ig_match(rest, t + 1))
-						return true;
-				return false;
-			}
-			for (const char *t = s;; t++) {
-				if (ig_match(rest, t))
-					return true;
-				if (!*t)
-					return false;
-			}
-		}
-		if (!*p)
-			return !*s;
-		if (*p == '*') {
-			p++;
-			for (const char *t = s;; t++) {
-				if (ig_match(p, t))
-					return true;
-				if (!*t || *t == '/')
-					return false;
-			}
-		}
-		if (*p == '?') {
-			if (!*s || *s == '/')
-				return false;
-			p++;
-			s++;
-			continue;
-		}
-		if (*p == '[') {
-			/* one component character class: defer to the Go-style matcher */
-			const char *close = strchr(p + 1, ']');
-			if (!close || !*s || *s == '/')
-				return false;
-			KILN_AUTOFREE char *cls = kiln_xstrndup(p, (size_t)(close - p + 1));
-			char one[2] = {*s, 0};
-			if (kiln_copy_match(cls, one) != 1)
-				return false;
-			p = close + 1;
-			s++;
-			continue;
-		}
-		if (*p == '\\' && p[1])
-			p++;
-		if (*p != *s)
-			return false;
-		p++;
-		s++;
-	}
-}
-
-bool kiln_context_ignore_match(char *const *patterns, size_t n, const char *relpath)
-{
-	bool excluded = false;
-	for (size_t i = 0; i < n; i++) {
-		const char *pat = patterns[i];
-		bool neg = pat[0] == '!';
-		if (neg)
-			pat++;
-		bool m = false;
-		/* the path itself or one of its parents */
-		KILN_AUTOFREE char *p = kiln_xstrdup(relpath);
-		for (;;) {
-			if (ig_match(pat, p)) {
-				m = true;
-				break;
-			}
-			char *slash = strrchr(p, '/');
-			if (!slash)
-				break;
-			*slash = 0;
-		}
-		if (m)
-			excluded = !neg;
-	}
-	return excluded;
-}
-
-bool kiln_context_excluded(void *arg, const char *relpath, bool is_dir)
+int kiln_context_excluded(void *arg, const char *relpath, bool is_dir)
 {
 	struct kiln_context *ctx = arg;
-	if (!ctx || !ctx->ignore.n)
-		return false;
-	(void)is_dir;
-	return kiln_context_ignore_match(ctx->ignore.v, ctx->ignore.n, relpath);
+	if (!ctx || !ctx->ignore || !kiln_ignore_match(ctx->ignore, relpath))
+		return KILN_COPY_INCLUDED;
+	if (is_dir && kiln_ignore_dir_may_include(ctx->ignore, relpath))
+		return KILN_COPY_DESCEND;
+	return KILN_COPY_EXCLUDED;
 }
 
 /* ---- stat cache ------------------------------------------------------- */
@@ -397,15 +275,16 @@ int kiln_context_open(const struct kiln_context_opts *opts, struct kiln_context 
 		ctx->dockerfile_name = kiln_xstrdup(rel);
 	}
 	/* .dockerignore: <Dockerfile>.dockerignore first, then the context's */
-	char *text = NULL;
-	size_t len;
-	struct kiln_err ie;
-	if (ignore_specific && kiln_read_file(ignore_specific, 16 << 20, &text, &len, &ie) == 0) {
-		kiln_context_ignore_parse(text, &ctx->ignore);
-		free(text);
-	} else if (ctx->dirfd >= 0 && read_in_context(ctx, ".dockerignore", &text, &len, &ie) == 0) {
-		kiln_context_ignore_parse(text, &ctx->ignore);
-		free(text);
+	if (ctx->dirfd >= 0) {
+		KILN_AUTOFREE char *dfpath = NULL;
+		if (ignore_specific)
+			dfpath = kiln_xstrdup(opts->dockerfile);
+		else if (!df_stdin)
+			dfpath = kiln_xasprintf("%s/%s", ctx->dir, opts->dockerfile ? opts->dockerfile : "Dockerfile");
+		if (kiln_ignore_load(ctx->dir, dfpath, &ctx->ignore, NULL, err) < 0) {
+			kiln_context_close(ctx);
+			return kiln_err_wrap(err, "reading .dockerignore");
+		}
 	}
 	statcache_load(ctx, opts->root);
 	return 0;
@@ -429,7 +308,7 @@ void kiln_context_close(struct kiln_context *ctx)
 	free(ctx->dockerfile);
 	free(ctx->dockerfile_name);
 	free(ctx->sc_path);
-	kiln_strv_free(&ctx->ignore);
+	kiln_ignore_free(ctx->ignore);
 	memset(ctx, 0, sizeof(*ctx));
 	ctx->dirfd = -1;
 }

@@ -14,6 +14,7 @@
 #include "common/util.h"
 
 struct kiln_statcache;
+struct kiln_ignore;
 
 struct kiln_context {
 	int dirfd;                 /* O_RDONLY|O_DIRECTORY of the context root; -1 = no context */
@@ -22,8 +23,7 @@ struct kiln_context {
 	char *dockerfile;          /* the Dockerfile text (NUL-terminated) */
 	size_t dockerfile_len;
 	char *dockerfile_name;     /* for messages: "Dockerfile", "-", "sub/Dockerfile.dev" */
-	struct kiln_strv ignore;   /* .dockerignore patterns as read (cleaned) */
-	void *matcher;             /* the parser's compiled matcher, when available */
+	struct kiln_ignore *ignore;/* .dockerignore (parser/ignore.h), never NULL once open */
 	struct kiln_statcache *sc;
 	char *sc_path;             /* where the stat cache is persisted (NULL = not persisted) */
 	uint64_t hashed_bytes;     /* statistics: bytes hashed this run */
@@ -42,22 +42,15 @@ int kiln_context_open(const struct kiln_context_opts *opts, struct kiln_context 
 /* Persist the stat cache, remove a temporary context, free everything. */
 void kiln_context_close(struct kiln_context *ctx);
 
-/* kiln_copy_filter_fn for the context: true when relpath is excluded by
- * .dockerignore.  The Dockerfile and .dockerignore are never excluded from
- * the build's own reading but are excluded from COPY when listed. */
-bool kiln_context_excluded(void *ctx, const char *relpath, bool is_dir);
+/* kiln_copy_filter_fn for the context: KILN_COPY_EXCLUDED when relpath is
+ * excluded by .dockerignore (KILN_COPY_DESCEND for an excluded directory
+ * that an exception pattern may re-include below).  The Dockerfile and
+ * .dockerignore are read by the build even when listed. */
+int kiln_context_excluded(void *ctx, const char *relpath, bool is_dir);
 
 /* kiln_copy_hash_fn: a file's sha256, from the stat cache when (size, mtime,
  * ctime, inode, mode) are unchanged, else hashed and remembered. */
 int kiln_context_hash(void *ctx, int fd, const char *relpath, const struct stat *st,
 		      unsigned char out[32], struct kiln_err *err);
-
-/* Parse .dockerignore text into cleaned patterns (comments, blank lines
- * dropped; "!" kept as the first character). */
-void kiln_context_ignore_parse(const char *text, struct kiln_strv *out);
-/* Match against parsed patterns (Docker's rules: last matching pattern wins,
- * "!" re-includes, "**" matches any number of directories, a pattern also
- * excludes everything beneath a matched directory). */
-bool kiln_context_ignore_match(char *const *patterns, size_t n, const char *relpath);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "builder/copy.h"
 #include "layers/layer.h"
+#include "parser/ignore.h"
 
 /* The extractor lives in layers/; stay linkable while it is being written. */
 #pragma weak kiln_layer_apply
@@ -205,9 +206,11 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Excluded for good (a directory that may re-include something is walked). */
 static bool excluded(const struct kiln_copy_src *src, const char *rel, bool is_dir)
 {
-	return src->excluded && strcmp(rel, ".") && src->excluded(src->excluded_arg, rel, is_dir);
+	return src->excluded && strcmp(rel, ".") &&
+	       src->excluded(src->excluded_arg, rel, is_dir) == KILN_COPY_EXCLUDED;
 }
 
 static int expand_rec(const struct kiln_copy_src *src, const char *prefix, char **comps, size_t i,
@@ -304,28 +307,23 @@ int kiln_copy_expand(const struct kiln_copy_src *src, char *const *patterns, siz
 
 /* ---- exclusion (--exclude) -------------------------------------------- */
 
-static bool opt_excluded(const struct kiln_copy_opts *opts, const char *rel)
+static int excludes_compile(const struct kiln_copy_opts *opts, struct kiln_ignore **out,
+			    struct kiln_err *err)
 {
-	if (!opts || !opts->excludes)
-		return false;
-	for (char **e = opts->excludes; *e; e++) {
-		KILN_AUTOFREE char *pat = src_rel(*e);
-		/* the path or any of its parents */
-		KILN_AUTOFREE char *p = kiln_xstrdup(rel);
-		for (;;) {
-			if (kiln_copy_match(pat, p) == 1)
-				return true;
-			char *slash = strrchr(p, '/');
-			if (!slash)
-				break;
-			*slash = 0;
-		}
-		/* a bare name pattern also matches a basename */
-		const char *base = strrchr(rel, '/');
-		if (!strchr(pat, '/') && base && kiln_copy_match(pat, base + 1) == 1)
-			return true;
-	}
-	return false;
+	*out = NULL;
+	if (!opts || !opts->excludes || !opts->excludes[0])
+		return 0;
+	size_t n = 0;
+	while (opts->excludes[n])
+		n++;
+	if (kiln_ignore_from_patterns(opts->excludes, n, out, err) < 0)
+		return kiln_err_wrap(err, "--exclude");
+	return 0;
+}
+
+static bool opt_excluded(const struct kiln_ignore *ig, const char *rel)
+{
+	return ig && kiln_ignore_match(ig, rel);
 }
 
 /* ---- digest ----------------------------------------------------------- */
@@ -359,6 +357,7 @@ static int hash_fd(int fd, unsigned char out[32], struct kiln_err *err)
 struct digest_walk {
 	const struct kiln_copy_src *src;
 	const struct kiln_copy_opts *opts;
+	struct kiln_ignore *ex;
 	EVP_MD_CTX *md;
 };
 
@@ -406,7 +405,7 @@ static int digest_dir(struct digest_walk *w, int dfd, const char *rel, const cha
 			rc = kiln_err_set(err, errno, "stat %s", crel);
 			break;
 		}
-		if (excluded(w->src, crel, S_ISDIR(st.st_mode)) || opt_excluded(w->opts, ctop))
+		if (excluded(w->src, crel, S_ISDIR(st.st_mode)) || opt_excluded(w->ex, ctop))
 			continue;
 		int cfd = -1;
 		if (S_ISDIR(st.st_mode))
@@ -477,6 +476,10 @@ int kiln_copy_digest(const struct kiln_copy_src *src, char *const *matches, size
 		EVP_MD_CTX_free(w.md);
 		return kiln_err_set(err, 0, "sha256 init failed");
 	}
+	if (excludes_compile(opts, &w.ex, err) < 0) {
+		EVP_MD_CTX_free(w.md);
+		return -1;
+	}
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		md_printf(w.md, "M %s", matches[i]);
@@ -509,6 +512,7 @@ int kiln_copy_digest(const struct kiln_copy_src *src, char *const *matches, size
 			snprintf(out + 7 + 2 * i, 3, "%02x", h[i]);
 	}
 	EVP_MD_CTX_free(w.md);
+	kiln_ignore_free(w.ex);
 	return rc;
 }
 
@@ -523,6 +527,7 @@ struct hardlink {
 struct copier {
 	const struct kiln_copy_src *src;
 	const struct kiln_copy_opts *opts;
+	struct kiln_ignore *ex;
 	struct hardlink *links;
 	size_t nlinks;
 };
@@ -804,7 +809,7 @@ static int copy_dir_contents(struct copier *c, int srcdir, const char *top_rel, 
 		struct stat st;
 		if (fstatat(srcdir, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		if (excluded(c->src, crel, S_ISDIR(st.st_mode)) || opt_excluded(c->opts, ctop))
+		if (excluded(c->src, crel, S_ISDIR(st.st_mode)) || opt_excluded(c->ex, ctop))
 			continue;
 		rc = copy_child(c, srcdir, names.v[i], crel, ctop, dstdir, names.v[i], err);
 	}
@@ -867,6 +872,8 @@ int kiln_copy_run(const struct kiln_copy_src *src, char *const *matches, size_t 
 		return kiln_err_set(err, 0,
 				    "when using COPY with more than one source file, the destination must be a directory and end with a /");
 	KILN_AUTOFREE char *dest_noslash = dl > 1 && dest_slash ? kiln_xstrndup(dest, dl - 1) : kiln_xstrdup(dest);
+	if (excludes_compile(opts, &c.ex, err) < 0)
+		return -1;
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const char *m = matches[i];
@@ -966,6 +973,7 @@ int kiln_copy_run(const struct kiln_copy_src *src, char *const *matches, size_t 
 	for (size_t i = 0; i < c.nlinks; i++)
 		close(c.links[i].fd);
 	free(c.links);
+	kiln_ignore_free(c.ex);
 	return rc;
 }
 

@@ -17,9 +17,12 @@
 #include "common/err.h"
 #include "common/util.h"
 
-/* True when relpath (relative to the source root, no leading '/') is
- * excluded, e.g. by .dockerignore. */
-typedef bool (*kiln_copy_filter_fn)(void *arg, const char *relpath, bool is_dir);
+/* Whether relpath (relative to the source root, no leading '/') is excluded,
+ * e.g. by .dockerignore: KILN_COPY_INCLUDED, KILN_COPY_EXCLUDED, or for a
+ * directory KILN_COPY_DESCEND (excluded, but something below may be
+ * re-included: walk it, create it only as a parent). */
+enum { KILN_COPY_INCLUDED = 0, KILN_COPY_EXCLUDED = 1, KILN_COPY_DESCEND = 2 };
+typedef int (*kiln_copy_filter_fn)(void *arg, const char *relpath, bool is_dir);
 
 /* Digest (32 raw sha256 bytes) of a regular file's content; may use a stat
  * cache.  fd is open for reading; relpath is relative to the source root. */
@@ -43,7 +46,9 @@ struct kiln_copy_opts {
 	gid_t gid;
 	bool chmod;                    /* --chmod given: mode below */
 	mode_t mode;
-	char **excludes;               /* --exclude patterns (NULL-terminated), or NULL */
+	char **excludes;               /* --exclude patterns (NULL-terminated), or NULL;
+					* matched (.dockerignore rules) against paths
+					* relative to each source */
 	bool parents;                  /* --parents */
 	bool add;                      /* ADD: local tar archives are extracted */
 };

@@ -256,19 +256,39 @@ static void test_digest(void **state)
 static void test_ignore(void **state)
 {
 	(void)state;
-	struct kiln_strv p = {0};
-	kiln_context_ignore_parse("# comment\n\n*.log\n/build/\n!build/keep\n**/secret*\n node_modules \n", &p);
-	assert_int_equal(p.n, 5);
-	assert_string_equal(p.v[1], "build");
-	assert_true(kiln_context_ignore_match(p.v, p.n, "a.log"));
-	assert_false(kiln_context_ignore_match(p.v, p.n, "dir/a.log"));   /* '*' is one level */
-	assert_true(kiln_context_ignore_match(p.v, p.n, "build/x/y"));   /* parent matched */
-	assert_false(kiln_context_ignore_match(p.v, p.n, "build/keep"));  /* exception */
-	assert_true(kiln_context_ignore_match(p.v, p.n, "secret.txt"));   /* ** = zero dirs */
-	assert_true(kiln_context_ignore_match(p.v, p.n, "a/b/secret.key"));
-	assert_true(kiln_context_ignore_match(p.v, p.n, "node_modules/x"));
-	assert_false(kiln_context_ignore_match(p.v, p.n, "src/main.c"));
-	kiln_strv_free(&p);
+	char *root = tmpdir_make(), *dir = tmpdir_make();
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	put(dfd, "Dockerfile", "FROM scratch\n", 0644);
+	put(dfd, ".dockerignore", "# comment\n\n*.log\n/build/\n!build/keep\n**/secret*\n node_modules \n", 0644);
+	struct kiln_context ctx;
+	struct kiln_err err;
+	struct kiln_context_opts o = {.path = dir, .root = root};
+	assert_int_equal(kiln_context_open(&o, &ctx, &err), 0);
+	assert_int_equal(kiln_context_excluded(&ctx, "a.log", false), KILN_COPY_EXCLUDED);
+	assert_int_equal(kiln_context_excluded(&ctx, "dir/a.log", false), KILN_COPY_INCLUDED); /* one level */
+	assert_int_equal(kiln_context_excluded(&ctx, "build/x/y", false), KILN_COPY_EXCLUDED);  /* parent */
+	assert_int_equal(kiln_context_excluded(&ctx, "build/keep", false), KILN_COPY_INCLUDED); /* exception */
+	assert_int_equal(kiln_context_excluded(&ctx, "build", true), KILN_COPY_DESCEND);        /* walk it */
+	assert_int_equal(kiln_context_excluded(&ctx, "secret.txt", false), KILN_COPY_EXCLUDED);
+	assert_int_equal(kiln_context_excluded(&ctx, "a/b/secret.key", false), KILN_COPY_EXCLUDED);
+	assert_int_equal(kiln_context_excluded(&ctx, "node_modules", true), KILN_COPY_EXCLUDED);
+	assert_int_equal(kiln_context_excluded(&ctx, "src/main.c", false), KILN_COPY_INCLUDED);
+	kiln_context_close(&ctx);
+	/* a Dockerfile-specific ignore file wins over the context's */
+	put(dfd, "Dockerfile.dev", "FROM scratch\n", 0644);
+	put(dfd, "Dockerfile.dev.dockerignore", "*.txt\n", 0644);
+	char *df = kiln_xasprintf("%s/Dockerfile.dev", dir);
+	o.dockerfile = df;
+	assert_int_equal(kiln_context_open(&o, &ctx, &err), 0);
+	assert_int_equal(kiln_context_excluded(&ctx, "a.log", false), KILN_COPY_INCLUDED);
+	assert_int_equal(kiln_context_excluded(&ctx, "a.txt", false), KILN_COPY_EXCLUDED);
+	kiln_context_close(&ctx);
+	free(df);
+	close(dfd);
+	kiln_rm_rf(root, &err);
+	kiln_rm_rf(dir, &err);
+	free(root);
+	free(dir);
 }
 
 static void test_userdb(void **state)
@@ -387,8 +407,8 @@ static void test_context_statcache(void **state)
 	struct kiln_context_opts o = {.path = dir, .root = root};
 	assert_int_equal(kiln_context_open(&o, &ctx, &err), 0);
 	assert_string_equal(ctx.dockerfile, "FROM scratch\n");
-	assert_true(kiln_context_excluded(&ctx, "x.tmp", false));
-	assert_false(kiln_context_excluded(&ctx, "big", false));
+	assert_int_equal(kiln_context_excluded(&ctx, "x.tmp", false), KILN_COPY_EXCLUDED);
+	assert_int_equal(kiln_context_excluded(&ctx, "big", false), KILN_COPY_INCLUDED);
 	int fd = openat(dfd, "big", O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	fstat(fd, &st);
