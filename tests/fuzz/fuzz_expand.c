@@ -1,8 +1,10 @@
 /* libFuzzer target: the shell-word expander (and, when the first byte's bit 1
- * is set, the Dockerfile parser followed by the build plan).
+ * is set, the Dockerfile parser followed by the build plan; bit 2, the
+ * .dockerignore matcher).
  *
- * Input: byte 0 = mode (bit 0: escape '`' instead of '\\'; bit 1: plan mode),
- * the rest = the word (or the Dockerfile).  Invariants: expanding as one word
+ * Input: byte 0 = mode (bit 0: escape '`' instead of '\\'; bit 1: plan mode;
+ * bit 2: ignore mode), the rest = the word (or the Dockerfile, or a path line
+ * followed by .dockerignore text).  Invariants: expanding as one word
  * and as split words succeed or fail together; listing the references never
  * fails when expansion succeeds; error messages are never empty. */
 #include <stddef.h>
@@ -13,6 +15,7 @@
 #include "common/err.h"
 #include "common/util.h"
 #include "parser/expand.h"
+#include "parser/ignore.h"
 #include "parser/parser.h"
 #include "parser/plan.h"
 
@@ -51,12 +54,44 @@ static void fuzz_plan(const char *text, size_t len)
 	kiln_df_free(df);
 }
 
+/* Invariant: a directory that is excluded and cannot re-include anything
+ * has every child excluded. */
+static void fuzz_ignore(const char *text)
+{
+	const char *nl = strchr(text, '\n');
+	if (!nl)
+		return;
+	char *dir = kiln_xstrndup(text, (size_t)(nl - text));
+	struct kiln_ignore *ig = NULL;
+	struct kiln_err err = {0};
+	if (kiln_ignore_parse(nl + 1, strlen(nl + 1), &ig, &err) == 0) {
+		if (kiln_ignore_match(ig, dir) && !kiln_ignore_dir_may_include(ig, dir)) {
+			static const char *kids[] = {"a", "keep", "x/y", ".z", "a.txt", "keep/me"};
+			for (size_t i = 0; i < sizeof(kids) / sizeof(kids[0]); i++) {
+				char *p = kiln_xasprintf("%s/%s", dir, kids[i]);
+				if (!kiln_ignore_match(ig, p))
+					__builtin_trap();
+				free(p);
+			}
+		}
+		kiln_ignore_free(ig);
+	} else if (!err.msg[0]) {
+		__builtin_trap();
+	}
+	free(dir);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1 || size > 64 * 1024)
 		return 0;
 	uint8_t mode = data[0];
 	char *text = kiln_xstrndup((const char *)data + 1, size - 1);
+	if (mode & 4) {
+		fuzz_ignore(text);
+		free(text);
+		return 0;
+	}
 	if (mode & 2) {
 		fuzz_plan((const char *)data + 1, size - 1);
 		free(text);
