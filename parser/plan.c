@@ -953,12 +953,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 			free(tu);
 			goto out;
 		}
-		enum kiln_step_kind tk;
-		if (!kind_from_name(t->instr_lower, &tk)) {
-			kiln_df_errorf(df, node, err, "unknown instruction: %s", tu);
-			free(tu);
-			goto out;
-		}
+		/* other triggers are checked when they fire, as Docker does */
 		free(tu);
 		/* the raw trigger: the original without "ONBUILD" and blanks, then
 		 * the heredoc bodies */

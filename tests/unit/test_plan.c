@@ -375,9 +375,10 @@ static void test_metadata_steps(void **state)
 		"HEALTHCHECK CMD [\"true\"]\n"
 		"STOPSIGNAL SIGTERM\n"
 		"MAINTAINER someone\n"
-		"ONBUILD RUN echo triggered\n");
+		"ONBUILD RUN echo triggered\n"
+		"ONBUILD NOTYET x\n");
 	const struct kiln_stage *st = &p->stages[0];
-	assert_int_equal(st->n_steps, 18);
+	assert_int_equal(st->n_steps, 19);
 	const struct kiln_step *s = st->steps;
 	assert_int_equal(s[0].kind, KILN_STEP_ENV);
 	assert_int_equal(s[0].n_kvs, 2);
@@ -429,6 +430,7 @@ static void test_metadata_steps(void **state)
 	assert_int_equal(s[17].kind, KILN_STEP_ONBUILD);
 	assert_string_equal(s[17].value, "RUN echo triggered");
 	assert_int_equal(s[17].line, 19);
+	assert_string_equal(s[18].value, "NOTYET x"); /* checked when it fires */
 	kiln_plan_free(p);
 }
 
