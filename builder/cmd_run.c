@@ -34,6 +34,7 @@ struct kiln_run_opts {
 	struct kiln_strv env, env_files, ports, volumes, tmpfs, cap_add, cap_drop;
 	int64_t memory, memory_swap, cpu_shares, pids;
 	int64_t nano_cpus;
+	uint32_t userns_uid, userns_size;   /* --uidmap 0:HOST:SIZE */
 	const char *image;
 	char **cmd;          /* points into argv */
 	int n_cmd;
@@ -41,6 +42,13 @@ struct kiln_run_opts {
 
 int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err);
 void kiln_run_opts_free(struct kiln_run_opts *o);
+size_t kiln_run_opts_size(void);
+
+/* For the unit test's copy of the struct. */
+size_t kiln_run_opts_size(void)
+{
+	return sizeof(struct kiln_run_opts);
+}
 int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err);
 
 void kiln_run_opts_free(struct kiln_run_opts *o)
@@ -124,7 +132,7 @@ int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err
 static const char *const value_flags[] = {"--name", "-e", "--env", "--env-file", "-p", "--publish", "-v",
 	"--volume", "--tmpfs", "-w", "--workdir", "-u", "--user", "--entrypoint", "-m", "--memory",
 	"--memory-swap", "--cpus", "--cpu-shares", "-c", "--pids-limit", "--network", "--net", "-h",
-	"--hostname", "--cap-add", "--cap-drop", "--security-opt", "--rootfs", NULL};
+	"--hostname", "--cap-add", "--cap-drop", "--security-opt", "--rootfs", "--uidmap", NULL};
 
 static bool takes_value(const char *f)
 {
@@ -169,6 +177,15 @@ static int apply_flag(struct kiln_run_opts *o, const char *f, const char *v, str
 	else if (!strcmp(f, "--cap-add")) kiln_strv_push(&o->cap_add, v);
 	else if (!strcmp(f, "--cap-drop")) kiln_strv_push(&o->cap_drop, v);
 	else if (!strcmp(f, "--rootfs")) o->rootfs = v;
+	else if (!strcmp(f, "--uidmap")) {
+		unsigned long c, h, n;
+		char extra;
+		if (sscanf(v, "%lu:%lu:%lu%c", &c, &h, &n, &extra) != 3 || c != 0 || n == 0 ||
+		    h + n > 0xffffffffUL || n > 0xffffffffUL)
+			return kiln_err_set(err, 0, "invalid --uidmap \"%s\" (want 0:HOST_ID:SIZE)", v);
+		o->userns_uid = (uint32_t)h;
+		o->userns_size = (uint32_t)n;
+	}
 	else if (!strcmp(f, "--security-opt")) {
 		if (!strcmp(v, "no-new-privileges") || !strcmp(v, "no-new-privileges:true") ||
 		    !strcmp(v, "no-new-privileges=true"))
@@ -627,7 +644,8 @@ int kiln_cmd_run(int argc, char **argv)
 		       "      --privileged        all capabilities, no seccomp, no masked paths\n"
 		       "      --read-only         mount the root filesystem read-only\n"
 		       "      --init              run a small init as PID 1\n"
-		       "      --rootfs DIR        run DIR as the root filesystem instead of an image\n");
+		       "      --rootfs DIR        run DIR as the root filesystem instead of an image\n"
+		       "      --uidmap 0:HOST:N   a user namespace: container ids 0..N-1 are HOST.. outside\n");
 		return 0;
 	}
 	if (prc < 0) {
@@ -723,6 +741,9 @@ int kiln_cmd_run(int argc, char **argv)
 	spec.limits.nano_cpus = o.nano_cpus;
 	spec.limits.cpu_shares = o.cpu_shares;
 	spec.limits.pids = o.pids;
+	spec.userns_uid = o.userns_uid;
+	spec.userns_gid = o.userns_uid;
+	spec.userns_size = o.userns_size;
 	if (!o.network || !strcmp(o.network, "bridge") || !strcmp(o.network, "default"))
 		spec.net = KILN_NET_BRIDGE;
 	else if (!strcmp(o.network, "host"))

@@ -72,7 +72,45 @@ struct ctx {
 	bool exec_mode;           /* kiln exec: no rootfs setup */
 	char *seccomp_text;       /* a FILE profile, read on the host side */
 	int trampoline;           /* sealed memfd of the exec trampoline, or -1 */
+	int rootmnt;              /* user namespace: the idmapped rootfs (from the parent), or -1 */
+	int etcfd[3];             /* hosts, hostname, resolv.conf sources, opened as host root */
+	int rootfs_target;        /* user namespace: the rootfs directory, opened as host root */
+	int *msrc;                /* bind sources of spec->mounts, opened as host root (or -1) */
 };
+
+/* Open what lives on the host before a user namespace takes our identity
+ * away (0700 state directories, private volumes). */
+static int preopen_sources(struct ctx *c, struct kiln_err *err)
+{
+	static const char *const files[] = {"hosts", "hostname", "resolv.conf"};
+	for (int i = 0; i < 3; i++) {
+		char p[4096];
+		snprintf(p, sizeof(p), "%s/%s", c->state_dir, files[i]);
+		c->etcfd[i] = open(p, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+		if (c->etcfd[i] < 0)
+			return kiln_err_set(err, errno, "opening %s", p);
+	}
+	const struct kiln_sandbox_spec *s = c->spec;
+	c->rootfs_target = -1;
+	if (c->rootmnt >= 0) {
+		c->rootfs_target = open(s->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (c->rootfs_target < 0)
+			return kiln_err_set(err, errno, "rootfs %s", s->rootfs);
+	}
+	c->msrc = kiln_xcalloc(s->n_mounts ? s->n_mounts : 1, sizeof(int));
+	for (size_t i = 0; i < s->n_mounts; i++) {
+		const struct kiln_mount *m = &s->mounts[i];
+		c->msrc[i] = -1;
+		if (m->type != KILN_MOUNT_BIND)
+			continue;
+		c->msrc[i] = m->source_fd >= 0 ? fcntl(m->source_fd, F_DUPFD_CLOEXEC, 3)
+					       : open(m->source ? m->source : "", O_PATH | O_CLOEXEC);
+		if (c->msrc[i] < 0)
+			return kiln_err_set(err, errno, "bind mount %s: source %s", m->target ? m->target : "",
+					    m->source ? m->source : "(fd)");
+	}
+	return 0;
+}
 
 void kiln_sandbox_spec_init(struct kiln_sandbox_spec *spec)
 {
@@ -543,11 +581,11 @@ static int setup_user_mounts(struct ctx *c, int rootfd, struct kiln_err *err)
 			close(r);
 			continue;
 		}
-		int src = m->source_fd >= 0 ? fcntl(m->source_fd, F_DUPFD_CLOEXEC, 3)
-					    : open(m->source ? m->source : "", O_PATH | O_CLOEXEC);
+		int src = c->msrc ? c->msrc[i] : -1;
 		if (src < 0)
-			return kiln_err_set(err, errno, "bind mount %s: source %s", target,
+			return kiln_err_set(err, EBADF, "bind mount %s: source %s", target,
 					    m->source ? m->source : "(fd)");
+		c->msrc[i] = -1;   /* closed below */
 		struct stat sst, tst;
 		if (fstat(src, &sst) < 0) {
 			close(src);
@@ -590,12 +628,12 @@ static int setup_etc_files(struct ctx *c, int rootfd, struct kiln_err *err)
 	static const char *const files[] = {"hosts", "hostname", "resolv.conf"};
 	bool create = c->spec->origin != KILN_ORIGIN_BUILD;
 	for (size_t i = 0; i < 3; i++) {
-		char src[4096], dst[64];
-		snprintf(src, sizeof(src), "%s/%s", c->state_dir, files[i]);
+		char dst[64];
 		snprintf(dst, sizeof(dst), "/etc/%s", files[i]);
-		int sfd = open(src, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+		int sfd = c->etcfd[i];
+		c->etcfd[i] = -1;
 		if (sfd < 0)
-			return kiln_err_set(err, errno, "opening %s", src);
+			return kiln_err_set(err, EBADF, "opening the source of %s", dst);
 		int tfd = open_create_in_root(rootfd, dst, false, create);
 		if (tfd < 0) {
 			close(sfd);
@@ -635,9 +673,16 @@ static int setup_rootfs(struct ctx *c, struct kiln_err *err)
 			return -1;
 		close(m);
 	}
-	if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
-		return kiln_err_set(err, errno, "bind mounting the rootfs %s", s->rootfs);
-	int rootfd = open(s->rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rootfd;
+	if (c->rootmnt >= 0) {
+		if (move_mount(c->rootmnt, "", c->rootfs_target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+			return kiln_err_set(err, errno, "mounting the idmapped rootfs %s", s->rootfs);
+		rootfd = openat(c->rootmnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	} else {
+		if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+			return kiln_err_set(err, errno, "bind mounting the rootfs %s", s->rootfs);
+		rootfd = open(s->rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
 	if (rootfd < 0)
 		return kiln_err_set(err, errno, "opening the rootfs %s", s->rootfs);
 	int ret = -1, nullfd = -1, procm = -1, sysm = -1;
@@ -1115,9 +1160,20 @@ static int child_main(void *arg)
 	umask(0);
 
 	struct msg *go = kiln_xcalloc(1, sizeof(*go));
-	ssize_t n = recv_msg(c->sync, go, NULL);
+	int gofd = -1;
+	ssize_t n = recv_msg(c->sync, go, &gofd);
 	if (n <= 0 || go->type != MSG_GO)
 		_exit(125);   /* the parent gave up; it reports why */
+	c->rootmnt = gofd;
+	if (preopen_sources(c, &err) < 0)
+		child_fail(c->sync, 125, &err);
+	if (s->userns_size) {
+		/* the maps are written: become the namespace's root */
+		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+			kiln_err_set(&err, errno, "user namespace: becoming root");
+			child_fail(c->sync, 125, &err);
+		}
+	}
 
 	if (!c->priv.host_net) {
 		if (go->lease.active ? kiln_net_configure_eth0(&go->lease, &err) < 0
@@ -1144,6 +1200,54 @@ static int child_main(void *arg)
 }
 
 /* ---------------------------------------------------------------- parent */
+
+/* User namespace: write the id maps of the container's process. */
+static int write_id_maps(pid_t pid, const struct kiln_sandbox_spec *spec, struct kiln_err *err)
+{
+	static const char *const files[] = {"uid_map", "gid_map"};
+	for (int i = 0; i < 2; i++) {
+		char path[64], line[96];
+		snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, files[i]);
+		snprintf(line, sizeof(line), "0 %u %u\n", i ? (unsigned)spec->userns_gid : (unsigned)spec->userns_uid,
+			 spec->userns_size);
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, line, strlen(line)) != (ssize_t)strlen(line)) {
+			int e = errno;
+			if (fd >= 0)
+				close(fd);
+			return kiln_err_set(err, e, "user namespace: writing %s", path);
+		}
+		close(fd);
+	}
+	return 0;
+}
+
+/* User namespace: the rootfs as a detached mount idmapped to the container's
+ * namespace (made here: it needs privilege over the filesystem). */
+static int idmapped_rootfs(pid_t pid, const char *rootfs, struct kiln_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+	int ufd = open(path, O_RDONLY | O_CLOEXEC);
+	if (ufd < 0)
+		return kiln_err_set(err, errno, "user namespace: opening %s", path);
+	int tree = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	if (tree < 0) {
+		int e = errno;
+		close(ufd);
+		return kiln_err_set(err, e, "user namespace: cloning the rootfs %s", rootfs);
+	}
+	struct mount_attr a = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)ufd};
+	int r = mount_setattr(tree, "", AT_EMPTY_PATH, &a, sizeof(a));
+	int e = errno;
+	close(ufd);
+	if (r < 0) {
+		close(tree);
+		return kiln_err_set(err, e, "user namespace: idmapping the rootfs %s (does its filesystem "
+				    "support idmapped mounts?)", rootfs);
+	}
+	return tree;
+}
 
 static void random_hex(char *out, size_t nbytes)
 {
@@ -1411,7 +1515,7 @@ static const int fwd_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIG
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex, struct kiln_err *err)
 {
 	memset(ex, 0, sizeof(*ex));
-	struct ctx c = {.spec = spec, .sync = -1, .trampoline = -1};
+	struct ctx c = {.spec = spec, .sync = -1, .trampoline = -1, .rootmnt = -1, .rootfs_target = -1};
 	if (kiln_sandbox_decide(spec, &c.priv, err) < 0) {
 		err->exit_code = 125;
 		return -1;
@@ -1442,6 +1546,7 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	struct kiln_cgroup cg = {0};
 	struct kiln_net_lease lease = {0};
 	pid_t pid = -1, proxy = -1;
+	int rootmnt = -1;
 	sigset_t mask, oldmask;
 	bool masked = false;
 
@@ -1485,6 +1590,13 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
 	if (!c.priv.host_net)
 		flags |= CLONE_NEWNET;
+	if (spec->userns_size) {
+		if (spec->overlay_lower) {
+			kiln_err_set(err, 0, "a user namespace (--uidmap) needs a directory rootfs, not an overlay");
+			goto out;
+		}
+		flags |= CLONE_NEWUSER;
+	}
 	c.sync = sp[1];
 	if (!multithreaded()) {
 		/* the lean path: one raw clone into all namespaces */
@@ -1547,6 +1659,13 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 
 	struct msg *go = kiln_xcalloc(1, sizeof(*go));
 	go->type = MSG_GO;
+	if (spec->userns_size) {
+		if (write_id_maps(pid, spec, err) < 0)
+			goto kill_child;
+		rootmnt = idmapped_rootfs(pid, spec->rootfs, err);
+		if (rootmnt < 0)
+			goto kill_child;
+	}
 	if (kiln_cgroup_add(&cg, pid, err) < 0)
 		goto kill_child;
 	if (spec->net == KILN_NET_BRIDGE) {
@@ -1571,9 +1690,13 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 		kiln_err_set(err, 0, "container start aborted");
 		goto kill_child;
 	}
-	send_msg(sp[0], go, -1);
+	send_msg(sp[0], go, rootmnt);
 	free(go);
 	go = NULL;
+	if (rootmnt >= 0) {
+		close(rootmnt);
+		rootmnt = -1;
+	}
 
 	int status = 0;
 	bool failed = false, execd = false;
@@ -1636,6 +1759,8 @@ out:
 		kiln_rm_rf(tmpdir, NULL);
 	if (c.trampoline >= 0)
 		close(c.trampoline);
+	if (rootmnt >= 0)
+		close(rootmnt);
 	return ret;
 }
 
@@ -1645,7 +1770,8 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 		      struct kiln_err *err)
 {
 	memset(ex, 0, sizeof(*ex));
-	struct ctx c = {.spec = spec, .sync = -1, .exec_mode = true, .trampoline = -1};
+	struct ctx c = {.spec = spec, .sync = -1, .exec_mode = true, .trampoline = -1, .rootmnt = -1,
+			.rootfs_target = -1};
 	if (kiln_sandbox_decide(spec, &c.priv, err) < 0) {
 		err->exit_code = 125;
 		return -1;
@@ -1704,6 +1830,17 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 		if (kiln_cgroup_join_like(target, getpid(), &e2) < 0)
 			child_fail(sp[1], 125, &e2);
+		struct stat mine, theirs;
+		char up[64];
+		snprintf(up, sizeof(up), "/proc/%d/ns/user", (int)target);
+		if (stat("/proc/self/ns/user", &mine) == 0 && stat(up, &theirs) == 0 && mine.st_ino != theirs.st_ino) {
+			int ufd = open(up, O_RDONLY | O_CLOEXEC);
+			if (ufd < 0 || setns(ufd, CLONE_NEWUSER) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+				kiln_err_set(&e2, errno, "joining the container's user namespace");
+				child_fail(sp[1], 125, &e2);
+			}
+			close(ufd);
+		}
 		for (int i = 0; i < 6; i++)
 			if (setns(nsfd[i], 0) < 0) {
 				kiln_err_set(&e2, errno, "joining the container's %s namespace", nss[i]);

@@ -120,6 +120,15 @@ struct kiln_sandbox_spec {
 	bool interactive;            /* keep stdin open (-i) */
 	int stdin_fd, stdout_fd, stderr_fd;  /* fds handed to the container; -1 = inherit ours (0,1,2) */
 
+	/* A user namespace of its own (podman's --uidmap 0:HOST:SIZE; the door
+	 * to rootless): ids 0..userns_size-1 inside are userns_uid.. (and
+	 * userns_gid..) outside, and the rootfs is an idmapped mount so that
+	 * files owned by 0 in the image belong to the container's root.
+	 * userns_size 0 = no user namespace (the default, like docker). */
+	uid_t userns_uid;
+	gid_t userns_gid;
+	uint32_t userns_size;
+
 	/* Optional: called in the parent once the container process exists
 	 * (cgroup joined, network ready), before it runs the user's program.
 	 * A non-zero return aborts the start. */

@@ -31,10 +31,12 @@ struct kiln_run_opts {
 	struct kiln_strv env, env_files, ports, volumes, tmpfs, cap_add, cap_drop;
 	int64_t memory, memory_swap, cpu_shares, pids;
 	int64_t nano_cpus;
+	uint32_t userns_uid, userns_size;
 	const char *image;
 	char **cmd;
 	int n_cmd;
 };
+size_t kiln_run_opts_size(void);
 int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err);
 void kiln_run_opts_free(struct kiln_run_opts *o);
 int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err);
@@ -399,6 +401,8 @@ static void test_run_parse(void **state)
 	(void)state;
 	struct kiln_run_opts o;
 	struct kiln_err err = {0};
+	/* this copy of the struct must match builder/cmd_run.c */
+	assert_int_equal(kiln_run_opts_size(), sizeof(struct kiln_run_opts));
 	assert_int_equal(parse(&o, &err, "-dit", "--rm", "--name=web", "-e", "A=1", "--env", "B=2", "-p", "8080:80",
 			       "-v", "/h:/c:ro", "--tmpfs", "/run", "-w", "/srv", "-u", "1000:1000", "-m", "64m",
 			       "--memory-swap=-1", "--cpus", "1.5", "--cpu-shares", "512", "--pids-limit", "100",
@@ -443,6 +447,15 @@ static void test_run_parse(void **state)
 	assert_int_equal(o.seccomp, KILN_SECCOMP_FILE);
 	assert_string_equal(o.seccomp_file, "/p.json");
 	assert_int_equal(o.n_cmd, 0);
+	kiln_run_opts_free(&o);
+
+	assert_int_equal(parse(&o, &err, "--uidmap", "0:100000:65536", "img", NULL), 0);
+	assert_int_equal(o.userns_uid, 100000);
+	assert_int_equal(o.userns_size, 65536);
+	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "--uidmap", "1:100000:65536", "img", NULL), -1);
+	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "--uidmap", "0:4294967295:2", "img", NULL), -1);
 	kiln_run_opts_free(&o);
 
 	assert_int_equal(parse(&o, &err, "--help", "img", NULL), 0);
