@@ -687,6 +687,20 @@ int kiln_layer_write(int rootfd, const struct kiln_changes *changes,
 			kiln_err_set(err, 0, "gzip option: %s", archive_error_string(w.comp));
 			goto out;
 		}
+		if (o->level) {
+			int max = o->compression == KILN_COMPRESS_ZSTD ? 19 : 9;
+			if (o->level < 1 || o->level > max) {
+				kiln_err_set(err, EINVAL, "compression level %d out of range 1-%d", o->level, max);
+				goto out;
+			}
+			char lv[16];
+			snprintf(lv, sizeof lv, "%d", o->level);
+			const char *fname = o->compression == KILN_COMPRESS_ZSTD ? "zstd" : "gzip";
+			if (archive_write_set_filter_option(w.comp, fname, "compression-level", lv) != ARCHIVE_OK) {
+				kiln_err_set(err, 0, "compression level: %s", archive_error_string(w.comp));
+				goto out;
+			}
+		}
 		if (archive_write_open2(w.comp, &w, NULL, blob_write_cb, NULL, NULL) != ARCHIVE_OK) {
 			if (!w.failed)
 				kiln_err_set(err, 0, "opening layer compressor: %s", archive_error_string(w.comp));

@@ -69,6 +69,7 @@ struct kiln_layer_info {
 struct kiln_layer_write_opts {
 	enum kiln_compression compression;
 	int64_t source_date_epoch;         /* >= 0: clamp mtimes to it; < 0: keep mtimes */
+	int level;                         /* 0: default (gzip 6, zstd 3); gzip 1-9, zstd 1-19 */
 };
 
 /* Write the changes in the tree at rootfd as a layer to out_fd (a regular file

@@ -706,6 +706,36 @@ static void test_writer_deterministic(void **state)
 		else
 			assert_string_equal(a.diff_id, c.diff_id);   /* diff_id independent of compression */
 	}
+	/* compression levels: same diff_id, other bytes; bad levels refused */
+	for (int comp = KILN_COMPRESS_GZIP; comp <= KILN_COMPRESS_ZSTD; comp++) {
+		struct kiln_layer_info l1, l9;
+		struct kiln_layer_write_opts lo = { .compression = (enum kiln_compression)comp,
+						    .source_date_epoch = -1, .level = 1 };
+		struct kiln_err err = {0};
+		int f1 = tmp_blob(), f9 = tmp_blob();
+		assert_int_equal(kiln_layer_write(rfd, &ch, &lo, f1, &l1, &err), 0);
+		lo.level = 9;
+		assert_int_equal(kiln_layer_write(rfd, &ch, &lo, f9, &l9, &err), 0);
+		assert_string_equal(l1.diff_id, c.diff_id);
+		assert_string_equal(l9.diff_id, c.diff_id);
+		assert_string_not_equal(l1.digest, l9.digest);
+		assert_true(l9.size <= l1.size);
+		char dd[KILN_DIGEST_MAX];
+		char *dst = fresh_dir("dst");
+		int dfd = open_dir(dst);
+		assert_int_equal(lseek(f1, 0, SEEK_SET), 0);
+		assert_int_equal(kiln_layer_apply(dfd, f1, &OPTS, dd, &err), 0);
+		assert_string_equal(dd, c.diff_id);
+		close(dfd);
+		free(dst);
+		close(f1);
+		close(f9);
+		lo.level = comp == KILN_COMPRESS_GZIP ? 10 : 20;
+		f1 = tmp_blob();
+		assert_int_equal(kiln_layer_write(rfd, &ch, &lo, f1, &l1, &err), -1);
+		assert_non_null(strstr(err.msg, "level"));
+		close(f1);
+	}
 	/* a different tree gives a different digest (the test can fail) */
 	char *p = pjoin(src, "etc/hosts");
 	put_file(p, "127.0.0.2 localhost\n", 0644);
