@@ -632,8 +632,22 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 			source = csv_get(kv.v, kv.n, "src");
 		const char *prop = csv_get(kv.v, kv.n, "bind-propagation");
 		int rc = 0;
+		static const char *const known[] = {"type", "target", "dst", "destination", "source", "src", "from",
+						    "readonly", "ro", "rw", "readwrite", "bind-propagation", "id",
+						    "sharing", "mode", "uid", "gid", "required", "size", "tmpfs-size",
+						    "env", NULL};
+		for (size_t k = 0; k < kv.n && rc == 0; k++) {
+			size_t kl = strcspn(kv.v[k], "=");
+			bool ok = false;
+			for (const char *const *w = known; *w && !ok; w++)
+				ok = strlen(*w) == kl && !strncmp(*w, kv.v[k], kl);
+			if (!ok)
+				rc = node_fail(b, n, err, "unexpected key '%.*s' in '%s'", (int)kl, kv.v[k], specs->v[i]);
+		}
 		struct kiln_mount mt = {.source_fd = -1};
-		if (prop && strcmp(prop, "shared") && strcmp(prop, "slave") && strcmp(prop, "private") &&
+		if (rc < 0) {
+			/* reported above */
+		} else if (prop && strcmp(prop, "shared") && strcmp(prop, "slave") && strcmp(prop, "private") &&
 		    strcmp(prop, "rshared") && strcmp(prop, "rslave") && strcmp(prop, "rprivate")) {
 			rc = node_fail(b, n, err, "invalid bind-propagation \"%s\"", prop);
 		} else if (!strcmp(type, "secret")) {
