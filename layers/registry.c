@@ -2,6 +2,7 @@
  * and whole-image pull and push on the store. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,7 +222,46 @@ struct get_job {
 	struct kiln_blob_writer *w;
 	int64_t have;
 	char label[16];
+	/* the commit (fsync, digest check, link into blobs/) runs in a thread
+	 * so that it does not stall the other transfers */
+	pthread_t thread;
+	bool thread_started;
+	int commit_done;             /* atomic */
+	int commit_rc;
+	struct kiln_err commit_err;
 };
+
+static void *get_commit_thread(void *arg)
+{
+	struct get_job *g = arg;
+	struct kiln_blob_writer *w = g->w;
+	g->w = NULL;
+	g->commit_rc = kiln_store_blob_commit(w, g->blob->digest, NULL, NULL, &g->commit_err);
+	__atomic_store_n(&g->commit_done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void get_join(struct get_job *g)
+{
+	if (g->thread_started) {
+		pthread_join(g->thread, NULL);
+		g->thread_started = false;
+	}
+}
+
+static int get_poll(struct reg_job *j, struct kiln_err *err)
+{
+	struct get_job *g = (struct get_job *)j;
+	if (!__atomic_load_n(&g->commit_done, __ATOMIC_ACQUIRE))
+		return 1;
+	get_join(g);
+	if (g->commit_rc < 0) {
+		*err = g->commit_err;
+		return kiln_err_wrap(err, "blob from %s/%s rejected", g->r->host, g->repo);
+	}
+	j->status_text = "Pull complete";
+	return REG_JOB_DONE;
+}
 
 static int get_sink_begin(void *ctx, int64_t offset, struct kiln_err *err)
 {
@@ -303,12 +343,14 @@ static int get_done(struct reg_job *j, struct kiln_err *err)
 				    (long long)g->blob->size);
 	}
 	j->status_text = "Verifying";
-	struct kiln_blob_writer *w = g->w;
-	g->w = NULL;
-	if (kiln_store_blob_commit(w, g->blob->digest, NULL, NULL, err) < 0)
-		return kiln_err_wrap(err, "blob from %s/%s rejected", g->r->host, g->repo);
-	j->status_text = "Pull complete";
-	return REG_JOB_DONE;
+	g->commit_done = 0;
+	if (pthread_create(&g->thread, NULL, get_commit_thread, g) == 0) {
+		g->thread_started = true;
+		return REG_JOB_BACKGROUND;
+	}
+	/* no thread: commit here */
+	get_commit_thread(g);
+	return get_poll(j, err);
 }
 
 int kiln_registry_blob_get_to_store(struct kiln_registry *r, struct kiln_store *store,
@@ -341,6 +383,7 @@ int kiln_registry_blob_get_to_store(struct kiln_registry *r, struct kiln_store *
 		g->job.start = get_start;
 		g->job.done = get_done;
 		g->job.retry = get_retry;
+		g->job.poll = get_poll;
 		g->job.label = g->label;
 		g->job.total = blobs[i].size;
 		g->job.show = !blobs[i].media_type || (strcmp(blobs[i].media_type, KILN_MT_OCI_CONFIG) &&
@@ -349,6 +392,7 @@ int kiln_registry_blob_get_to_store(struct kiln_registry *r, struct kiln_store *
 	}
 	int rc = reg_run_jobs(r, jobs, nj, "pull", err);
 	for (size_t i = 0; i < nj; i++) {
+		get_join(&gs[i]);
 		kiln_store_blob_abort(gs[i].w);
 		reg_xfer_free(&gs[i].job.x);
 	}

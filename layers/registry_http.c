@@ -1338,7 +1338,7 @@ int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const
 					curl_multi_remove_handle(m, j->x.easy);
 					inflight--;
 				}
-				if (j->state != 3 && (j->state != 0 || i < next)) {
+				if (j->state != 3 && j->state != 4 && (j->state != 0 || i < next)) {
 					j->state = 3;
 					finished++;
 				}
@@ -1441,6 +1441,10 @@ int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const
 				j->state = 3;
 				finished++;
 				active--;
+			} else if (rc == REG_JOB_BACKGROUND) {
+				/* its slot is free for the next transfer meanwhile */
+				j->state = 4;
+				active--;
 			} else if (rc == REG_JOB_DONE) {
 				j->state = 3;
 				finished++;
@@ -1451,6 +1455,27 @@ int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const
 				j->not_before = 0;
 			}
 		}
+		/* work finishing in the background */
+		bool background = false;
+		for (size_t i = 0; i < next && !failed; i++) {
+			struct reg_job *j = jobs[i];
+			if (j->state != 4)
+				continue;
+			struct kiln_err e = {0};
+			int rc = j->poll(j, &e);
+			if (rc == 1) {
+				background = true;
+			} else if (rc < 0) {
+				*err = e;
+				failed = true;
+				j->state = 3;
+				finished++;
+			} else {
+				j->state = 3;
+				finished++;
+				finished_line(&p, j, p.start_ns[i]);
+			}
+		}
 		draw(&p, jobs, n, false);
 		if (finished >= n || failed)
 			continue;
@@ -1458,6 +1483,8 @@ int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const
 		int timeout = wake > now ? (int)((wake - now) / 1000000ull) : 0;
 		if (timeout > 200)
 			timeout = 200;
+		if (background && timeout > 5)
+			timeout = 5;
 		if (inflight > 0)
 			curl_multi_poll(m, NULL, 0, timeout, NULL);
 		else if (timeout > 0)

@@ -128,7 +128,7 @@ char *reg_scope_repo(const char *repo, bool push);
 
 /* The parallel engine: jobs are small state machines, each with one request
  * in flight at a time. */
-enum { REG_JOB_NEXT = 1, REG_JOB_DONE = 0 };
+enum { REG_JOB_NEXT = 1, REG_JOB_DONE = 0, REG_JOB_BACKGROUND = 2 };
 struct reg_job {
 	struct reg_xfer x;
 	/* fill x with the first request: REG_JOB_NEXT, REG_JOB_DONE (nothing to do) or -1 */
@@ -138,11 +138,14 @@ struct reg_job {
 	int (*done)(struct reg_job *j, struct kiln_err *err);
 	/* before a transient retry: adjust the request (resume); 0 or -1 */
 	int (*retry)(struct reg_job *j, struct kiln_err *err);
+	/* after done returned REG_JOB_BACKGROUND (work handed to a thread, e.g.
+	 * fsync + rename of a blob): 1 still busy, REG_JOB_DONE or -1 */
+	int (*poll)(struct reg_job *j, struct kiln_err *err);
 	void *ctx;
 	/* engine state */
 	int attempt;
 	uint64_t not_before;
-	int state;                  /* 0 waiting, 1 queued, 2 in flight, 3 finished */
+	int state;                  /* 0 waiting, 1 queued, 2 in flight, 3 finished, 4 background */
 	/* progress */
 	const char *label;
 	int64_t total;
