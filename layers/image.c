@@ -194,7 +194,13 @@ char *kiln_ref_familiar_repo(const struct kiln_ref *r)
 	if (!strcmp(r->domain, DEFAULT_DOMAIN)) {
 		if (!strncmp(r->path, "library/", 8) && !strchr(r->path + 8, '/'))
 			return kiln_xstrdup(r->path + 8);
-		return kiln_xstrdup(r->path);
+		/* "docker.io/a.b/c" must stay: "a.b/c" would name the registry a.b */
+		const char *slash = strchr(r->path, '/');
+		size_t fl = slash ? (size_t)(slash - r->path) : 0;
+		bool hostlike = slash && (memchr(r->path, '.', fl) || memchr(r->path, ':', fl) ||
+					  (fl == 9 && !strncmp(r->path, "localhost", 9)));
+		if (!hostlike)
+			return kiln_xstrdup(r->path);
 	}
 	return kiln_ref_repo(r);
 }

@@ -73,6 +73,8 @@ static void test_refs(void **state)
 	check_ref("ghcr.io/o/r@sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
 		  "ghcr.io/o/r@sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
 		  "ghcr.io/o/r@sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef");
+	check_ref("docker.io/a.b/c", "docker.io/a.b/c:latest", "docker.io/a.b/c:latest");
+	check_ref("docker.io/localhost/c", "docker.io/localhost/c:latest", "docker.io/localhost/c:latest");
 	check_ref("a_b__c-d--e.f:T_1.x-y", "docker.io/library/a_b__c-d--e.f:T_1.x-y", "a_b__c-d--e.f:T_1.x-y");
 	struct kiln_ref r;
 	struct kiln_err err = {0};
