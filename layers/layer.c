@@ -19,6 +19,13 @@
  * (dev, ino) again, so a directory swapped for a symlink by a later entry
  * (CVE-2021-31566) is left alone.
  *
+ * The extractor decodes gzip, zstd, xz, lzma and bzip2 with libarchive's
+ * built-in decoders only (never archive_read_support_filter_all, which would
+ * let a layer make libarchive exec lrzip, lzop or grzip), and only tar.
+ * Xattrs of symlinks, fifos and devices go through /proc/self/fd/N of an
+ * O_PATH fd (the magic link lands on the inode itself, never its target), so
+ * /proc must be mounted for them.
+ *
  * Xattr policy (both directions): security.selinux (a host label),
  * system.* (ACLs, not supported), trusted.overlay.* and user.overlay.*
  * (overlayfs internals of a snapshot driver) are never copied; everything
