@@ -125,5 +125,17 @@ err=$(KILN_ROOT=$W/root2 "$KILN" pull "127.0.0.1:$port/x:1" 2>&1); rc=$?
 set -e
 [ "$rc" = 1 ] || fail "pull from a closed port: exit $rc"
 echo "$err" | grep -qi "connect" || fail "closed port message: $err"
+# --- kiln build pulls a FROM image it lacks, and its result pushes and pulls back
+if "$KILN" build --help >/dev/null 2>&1; then
+	mkdir -p "$W/ctx"
+	printf 'FROM %s/e2e/busybox:1\nLABEL org.example.built=yes\n' "$REG_ADDR" >"$W/ctx/Dockerfile"
+	KILN_ROOT=$W/root8 "$KILN" build -q -t built:1 "$W/ctx" >/dev/null 2>&1 || fail "build FROM a registry image"
+	[ "$(tagged_digest "$W/root8" "$REG_ADDR/e2e/busybox:1")" = "$dg" ] || fail "build did not pull its base"
+	KILN_ROOT=$W/root8 "$KILN" push -q built:1 "$REG_ADDR/e2e/built:1"
+	KILN_ROOT=$W/root9 "$KILN" pull -q "$REG_ADDR/e2e/built:1" >/dev/null
+	bdg=$(tagged_digest "$W/root8" docker.io/library/built:1)
+	[ "$(tagged_digest "$W/root9" "$REG_ADDR/e2e/built:1")" = "$bdg" ] || fail "built image changed on the way"
+	KILN_ROOT=$W/root9 "$KILN" fsck >/dev/null || fail "fsck after pulling the built image"
+fi
 "$KILN" fsck >/dev/null || fail "fsck of the pushing store"
 echo "registry round trip ok"
