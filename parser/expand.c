@@ -178,6 +178,9 @@ static bool u_isletter(int32_t r)
 		return true;
 	if (r < 0xc0 || r == 0xd7 || r == 0xf7)
 		return false;
+	if ((r >= 0x300 && r <= 0x36f) || (r >= 0x1ab0 && r <= 0x1aff) || (r >= 0x1dc0 && r <= 0x1dff) ||
+	    (r >= 0xfe20 && r <= 0xfe2f) || (r >= 0x2e00 && r <= 0x2e7f)) /* combining marks, punctuation */
+		return false;
 	if ((r >= 0x2000 && r <= 0x2bff) || (r >= 0x3000 && r <= 0x303f) || (r >= 0xe000 && r <= 0xf8ff) ||
 	    (r >= 0xfe30 && r <= 0xfe4f) || (r >= 0xff00 && r <= 0xff20) || (r >= 0xfff0 && r <= 0xffff) ||
 	    (r >= 0x1f000 && r <= 0x1faff))

@@ -415,6 +415,9 @@ static void test_patterns(void **state)
 	CHECK_WORD("${K#?}", &env, '\\', "국어한국어");
 	CHECK_WORD("${K%?}", &env, '\\', "한국어한국");
 	CHECK_WORD("${K%%국*}", &env, '\\', "한");
+	/* letters of any script make names; symbols end them */
+	kiln_env_set(&env, "é변수", "v");
+	CHECK_WORD("$é변수→x", &env, '\\', "v→x");
 	CHECK_WORD("${K//국/-}", &env, '\\', "한-어한-어");
 	/* a pattern with a quote and an expansion inside */
 	kiln_env_set(&env, "SEP", "/");
