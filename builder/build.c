@@ -1,5 +1,6 @@
 /* kiln — the builder: Dockerfile → image, step by step, with the cache. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "builder/build.h"
+#include "builder/cli.h"
 #include "builder/cache.h"
 #include "builder/context.h"
 #include "builder/copy.h"
@@ -1865,6 +1867,66 @@ static int export_local(struct builder *b, struct kiln_image *img, const char *d
 	return r < 0 ? kiln_err_wrap(err, "exporting to %s", dest) : 0;
 }
 
+static void list_tree(int dfd, const char *rel, struct kiln_changes *ch)
+{
+	int dup_fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		KILN_AUTOFREE char *p = rel[0] ? kiln_xasprintf("%s/%s", rel, e->d_name) : kiln_xstrdup(e->d_name);
+		kiln_changes_add(ch, p, KILN_CHANGE_ADD);
+		struct stat st;
+		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+			int c = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (c >= 0) {
+				list_tree(c, p, ch);
+				close(c);
+			}
+		}
+	}
+	closedir(d);
+}
+
+/* --output type=tar: the final rootfs as one tar (the layer writer, no compression). */
+static int export_tar(struct builder *b, struct kiln_image *img, const char *dest, struct kiln_err *err)
+{
+	int rootfd;
+	if (image_root(b, img, &rootfd, err) < 0)
+		return -1;
+	struct kiln_changes ch = {0};
+	list_tree(rootfd, "", &ch);
+	int out = !strcmp(dest, "-") ? dup(1) : open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		kiln_changes_free(&ch);
+		return kiln_err_set(err, errno, "opening %s", dest);
+	}
+	struct kiln_layer_write_opts lo = {.compression = KILN_COMPRESS_NONE, .source_date_epoch = b->sde};
+	struct kiln_layer_info info;
+	int r = kiln_layer_write(rootfd, &ch, &lo, out, &info, err);
+	close(out);
+	kiln_changes_free(&ch);
+	return r < 0 ? kiln_err_wrap(err, "exporting to %s", dest) : 0;
+}
+
+/* --output type=oci|docker: an archive of the image, as `kiln save` writes it. */
+static int export_archive(const char *id, const char *dest, struct kiln_err *err)
+{
+	if (!kiln_cmd_save)
+		return kiln_err_set(err, ENOSYS, "this kiln cannot write image archives");
+	char *argv[] = {"save", "-o", (char *)dest, (char *)id, NULL};
+	fflush(stdout);
+	if (kiln_cmd_save(4, argv) != 0)
+		return kiln_err_set(err, 0, "exporting the image to %s failed", dest);
+	return 0;
+}
+
 /* ---- entry ------------------------------------------------------------ */
 
 static int check_linked(struct kiln_err *err)
@@ -2060,10 +2122,15 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 		}
 		if (type && !strcmp(type, "local") && dest)
 			rc = export_local(&b, target->img, dest, err);
+		else if (type && !strcmp(type, "tar") && dest)
+			rc = export_tar(&b, target->img, dest, err);
+		else if (type && (!strcmp(type, "oci") || !strcmp(type, "docker")) && dest)
+			rc = export_archive(id, dest, err);
 		else if (type && !strcmp(type, "image"))
 			;
 		else
-			rc = kiln_err_set(err, 0, "unsupported --output \"%s\" (type=local,dest=DIR or type=image)", o->outputs.v[i]);
+			rc = kiln_err_set(err, 0, "unsupported --output \"%s\" (type=local|tar|oci|docker,dest=PATH or type=image)",
+					  o->outputs.v[i]);
 	}
 	if (rc == 0 && o->iidfile)
 		rc = kiln_write_file_atomic(AT_FDCWD, o->iidfile, id, strlen(id), 0644, err);
