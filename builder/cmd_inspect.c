@@ -5,6 +5,9 @@
  * goes to the runtime's kiln_container_inspect_cmd when it is linked in.
  * -f understands the simple Go-template actions {{.A.B}}, {{json .A}} and {{.}}. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,6 +251,56 @@ static int render(const char *tmpl, const json_t *root, struct kiln_buf *out, st
 	return 0;
 }
 
+/* Run the runtime's container inspect with stdout captured; *out is an array
+ * (the printed JSON, an object wrapped) or NULL with *raw set when the output
+ * is not JSON.  Returns 0 when a container was found. */
+static int container_json(const char *name, json_t **out, char **raw)
+{
+	*out = NULL;
+	*raw = NULL;
+	fflush(stdout);
+	int tf = memfd_create("kiln-inspect", MFD_CLOEXEC);
+	int saved = fcntl(1, F_DUPFD_CLOEXEC, 3);
+	if (tf < 0 || saved < 0) {
+		if (tf >= 0)
+			close(tf);
+		if (saved >= 0)
+			close(saved);
+		return kiln_container_inspect_cmd(name) == 0 ? 0 : 1;
+	}
+	dup2(tf, 1);
+	int r = kiln_container_inspect_cmd(name);
+	fflush(stdout);
+	dup2(saved, 1);
+	close(saved);
+	if (r != 0) {
+		close(tf);
+		return 1;
+	}
+	lseek(tf, 0, SEEK_SET);
+	char *data = NULL;
+	size_t len = 0;
+	struct kiln_err e = {0};
+	if (kiln_read_fd(tf, 64u << 20, &data, &len, &e) < 0) {
+		close(tf);
+		return 1;
+	}
+	close(tf);
+	json_t *j = json_loadb(data, len, 0, NULL);
+	if (!j) {
+		*raw = data;
+		return 0;
+	}
+	free(data);
+	if (json_is_array(j)) {
+		*out = j;
+	} else {
+		*out = json_array();
+		json_array_append_new(*out, j);
+	}
+	return 0;
+}
+
 int kiln_cmd_inspect(int argc, char **argv)
 {
 	const char *format = NULL, *type = NULL;
@@ -296,52 +349,59 @@ int kiln_cmd_inspect(int argc, char **argv)
 	}
 	json_t *arr = json_array();
 	struct kiln_buf out = {0};
-	for (size_t i = 0; i < names.n; i++) {
+	for (size_t i = 0; i < names.n && rc != KILN_EXIT_USAGE; i++) {
 		const char *name = names.v[i];
-		struct kiln_image *img = NULL;
+		json_t *found = NULL;      /* an array of objects for this name */
 		kiln_err_clear(&err);
-		if (images && kiln_image_load(s, name, &img, &err) == 0) {
-			json_t *o = image_json(s, img);
-			kiln_image_free(img);
-			if (format) {
-				if (render(format, o, &out, &err) < 0) {
-					kiln_err_print(&err);
-					json_decref(o);
-					rc = KILN_EXIT_USAGE;
-					break;
-				}
-				kiln_buf_putc(&out, '\n');
-				json_decref(o);
-			} else {
-				json_array_append_new(arr, o);
+		/* docker's order: a container first, then an image */
+		if (containers && kiln_container_inspect_cmd) {
+			char *raw = NULL;
+			if (container_json(name, &found, &raw) == 0 && !found && raw) {
+				/* not JSON: pass it through as it is */
+				fputs(raw, stdout);
+				free(raw);
+				continue;
 			}
-			continue;
+			free(raw);
 		}
-		if (images && err.errnum != ENOENT) {
-			kiln_err_print(&err);
+		if (!found && images) {
+			struct kiln_image *img = NULL;
+			if (kiln_image_load(s, name, &img, &err) == 0) {
+				found = json_array();
+				json_array_append_new(found, image_json(s, img));
+				kiln_image_free(img);
+			} else if (err.errnum != ENOENT) {
+				kiln_err_print(&err);
+				rc = KILN_EXIT_FAIL;
+				continue;
+			}
+		}
+		if (!found) {
+			fprintf(stderr, "kiln: Error: No such %s: %s\n",
+				!containers ? "image" : !images ? "container" : "object", name);
 			rc = KILN_EXIT_FAIL;
 			continue;
 		}
-		if (containers && kiln_container_inspect_cmd) {
-			/* flush what we have so the output order follows the names */
-			if (out.len) {
-				fwrite(out.data, 1, out.len, stdout);
-				out.len = 0;
+		size_t k;
+		json_t *o;
+		json_array_foreach(found, k, o) {
+			if (!format) {
+				json_array_append(arr, o);
+				continue;
 			}
-			fflush(stdout);
-			if (kiln_container_inspect_cmd(name) != 0) {
-				fprintf(stderr, "kiln: Error: No such object: %s\n", name);
-				rc = KILN_EXIT_FAIL;
+			if (render(format, o, &out, &err) < 0) {
+				kiln_err_print(&err);
+				rc = KILN_EXIT_USAGE;
+				break;
 			}
-			continue;
+			kiln_buf_putc(&out, '\n');
 		}
-		fprintf(stderr, "kiln: Error: No such %s: %s\n", images && !containers ? "image" : "object", name);
-		rc = KILN_EXIT_FAIL;
+		json_decref(found);
 	}
 	if (format) {
 		if (out.len)
 			fwrite(out.data, 1, out.len, stdout);
-	} else if (json_array_size(arr) || rc == 0) {
+	} else {
 		char *t = json_dumps(arr, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
 		printf("%s\n", t);
 		free(t);
