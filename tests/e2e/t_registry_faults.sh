@@ -1,5 +1,6 @@
 #!/bin/bash
-# Faults: a blob whose digest does not match (rejected, store left clean), a
+# Faults: a blob whose digest does not match or that is longer than the
+# manifest says, a manifest that is also an index (all rejected, store left clean), a
 # 500 on one request (retried), a transfer broken half-way (resumed with
 # Range), and a registry killed in the middle of a push and restarted (the
 # push completes, nothing is corrupt).
@@ -43,6 +44,24 @@ set -e
 [ "$rc" = 1 ] || fail "a corrupt blob was accepted (exit $rc)"
 echo "$err" | grep -q "digest mismatch" || fail "corrupt blob message: $err"
 store_is_clean "$W/r1"
+reg_fake_stop
+
+# --- more bytes than the manifest says: stopped, store clean
+reg_fake_start "$F" bigblob
+set +e
+err=$(KILN_ROOT=$W/r1b "$KILN" pull "$FAKE_ADDR/fault/bb:latest" 2>&1); rc=$?
+set -e
+[ "$rc" = 1 ] && echo "$err" | grep -q "more than the" || fail "an oversized blob was accepted: $rc $err"
+store_is_clean "$W/r1b"
+reg_fake_stop
+
+# --- a manifest that is also an index (CVE-2021-41190): rejected
+reg_fake_start "$F" ambiguous
+set +e
+err=$(KILN_ROOT=$W/r1c "$KILN" pull "$FAKE_ADDR/fault/bb:latest" 2>&1); rc=$?
+set -e
+[ "$rc" = 1 ] && echo "$err" | grep -q "ambiguous" || fail "an ambiguous manifest was accepted: $rc $err"
+store_is_clean "$W/r1c"
 reg_fake_stop
 
 # --- one 500: retried, then fine

@@ -13,7 +13,7 @@
 #   reg_fake_start DIR MODE
 #                          start a small python registry that serves one image
 #                          from DIR/blobs + DIR/manifest.json with a fault:
-#                          MODE = baddigest | fail500 | break | ok; sets
+#                          MODE = baddigest | bigblob | ambiguous | fail500 | break | ok; sets
 #                          FAKE_PID, FAKE_ADDR; requests are logged to DIR/requests.log
 #   reg_fake_stop
 #   reg_cleanup            stop everything started here (use in an EXIT trap)
@@ -141,6 +141,9 @@ class H(http.server.BaseHTTPRequestHandler):
                 if first:
                     return self.send(500, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
             data = open(os.path.join(root, "manifest.json"), "rb").read()
+            if mode == "ambiguous":
+                # a manifest that is also an index (CVE-2021-41190)
+                data = data.rstrip()[:-1] + b',"manifests":[]}'
             dg = "sha256:" + hashlib.sha256(data).hexdigest()
             return self.send(200, data, "application/vnd.oci.image.manifest.v1+json",
                              {"Docker-Content-Digest": dg})
@@ -152,6 +155,8 @@ class H(http.server.BaseHTTPRequestHandler):
             data = open(path, "rb").read()
             if mode == "baddigest" and not data.startswith(b"{"):
                 data = bytes([data[0] ^ 0xff]) + data[1:]
+            if mode == "bigblob" and not data.startswith(b"{"):
+                data = data + b"\0" * 4096
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes=") and rng.endswith("-"):
                 start = int(rng[6:-1])
