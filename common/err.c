@@ -34,10 +34,14 @@ int kiln_err_wrap(struct kiln_err *err, const char *fmt, ...)
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
 	/* Truncating an over-long chain of context is fine. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 	return -1;
 }
 

@@ -136,6 +136,7 @@ void kiln_buf_printf(struct kiln_buf *b, const char *fmt, ...)
 char *kiln_buf_steal(struct kiln_buf *b)
 {
 	buf_grow(b, 0);
+	b->data[b->len] = '\0';
 	char *d = b->data;
 	b->data = NULL;
 	b->len = b->cap = 0;
