@@ -149,7 +149,10 @@ int snap_btrfs_changes(const char *child, struct snap_u64set *changed,
 	if (child_otransid(child, &otransid, err))
 		return -1;
 	/* Inode updates wait in memory (delayed inodes) until a transaction
-	 * commits; the tree search only sees the btree, so commit first. */
+	 * commits; the tree search only sees the btree, so commit first.  It
+	 * has to be a full sync: a commit without flushing file data
+	 * (BTRFS_IOC_START_SYNC + WAIT_SYNC) missed appends to files in the
+	 * tests (their inode items are updated when the data is written). */
 	enum btrfs_util_error be = btrfs_util_sync(child);
 	if (be)
 		return bu_err(err, be, "syncing", child);

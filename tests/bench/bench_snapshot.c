@@ -2,14 +2,16 @@
  *
  *   bench_snapshot tree DIR NFILES
  *       write a tree of NFILES small files (10 top dirs, 100 files per dir)
- *   bench_snapshot prepare DRIVER SNAPDIR NFILES REPS
- *       time kiln_snap_prepare of a child of an NFILES base (median of REPS)
+ *   bench_snapshot prepare DRIVER SNAPDIR REPS NFILES...
+ *       time kiln_snap_prepare of a child of each NFILES base (median of
+ *       REPS, sizes interleaved; BENCH_CP=1: also `cp -a` of the same tree)
  *   bench_snapshot diff DRIVER SNAPDIR NFILES NCHANGED
  *       change NCHANGED files in a child of an NFILES base, time kiln_snap_diff
  *
  * Prints "RESULT key=value ..." lines for the script. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,31 +100,73 @@ int main(int argc, char **argv)
 		make_tree(argv[2], atol(argv[3]));
 		return 0;
 	}
-	if (argc == 6 && !strcmp(argv[1], "prepare")) {
-		long n = atol(argv[4]);
-		int reps = atoi(argv[5]);
-		char chain[KILN_DIGEST_MAX];
-		struct kiln_snapshotter *sn = open_with_base(argv[2], argv[3], n, chain);
-		double *t = kiln_xcalloc((size_t)reps, sizeof(double));
-		double rm_total = 0;
-		for (int r = 0; r < reps; r++) {
-			char key[64];
-			snprintf(key, sizeof(key), "bench-%d", r);
-			struct kiln_snap *s;
-			uint64_t t0 = kiln_now_ns();
-			if (kiln_snap_prepare(sn, chain, key, 0, &s, &err))
-				die("prepare", &err);
-			uint64_t t1 = kiln_now_ns();
-			if (kiln_snap_discard(s, &err))
-				die("discard", &err);
-			uint64_t t2 = kiln_now_ns();
-			t[r] = (double)(t1 - t0) / 1e6;
-			rm_total += (double)(t2 - t1) / 1e6;
+	if (argc >= 6 && !strcmp(argv[1], "prepare")) {
+		/* interleaved: rep 1 of every size, rep 2 of every size, ... so that
+		 * the machine's load drifts over all sizes alike; each timing starts
+		 * on a synced filesystem.  BENCH_CP=1 also times `cp -a` of the same
+		 * tree, interleaved the same way. */
+		int reps = atoi(argv[4]);
+		int nsizes = argc - 5;
+		bool cp = getenv("BENCH_CP") && !strcmp(getenv("BENCH_CP"), "1");
+		struct kiln_snapshotter *sn = NULL;
+		char (*chains)[KILN_DIGEST_MAX] = kiln_xcalloc((size_t)nsizes, KILN_DIGEST_MAX);
+		double *t = kiln_xcalloc((size_t)(reps * nsizes), sizeof(double));
+		double *tc = kiln_xcalloc((size_t)(reps * nsizes), sizeof(double));
+		double *rm = kiln_xcalloc((size_t)nsizes, sizeof(double));
+		for (int i = 0; i < nsizes; i++) {
+			if (sn)
+				kiln_snap_close(sn);
+			sn = open_with_base(argv[2], argv[3], atol(argv[5 + i]), chains[i]);
 		}
-		qsort(t, (size_t)reps, sizeof(double), dbl_cmp);
-		printf("RESULT op=prepare driver=%s files=%ld ms=%.3f remove_ms=%.3f reps=%d\n",
-		       argv[2], n, t[reps / 2], rm_total / reps, reps);
+		for (int r = 0; r < reps; r++) {
+			for (int i = 0; i < nsizes; i++) {
+				char key[64];
+				snprintf(key, sizeof(key), "bench-%d-%d", r, i);
+				struct kiln_snap *s;
+				sync();
+				uint64_t t0 = kiln_now_ns();
+				if (kiln_snap_prepare(sn, chains[i], key, 0, &s, &err))
+					die("prepare", &err);
+				uint64_t t1 = kiln_now_ns();
+				if (kiln_snap_discard(s, &err))
+					die("discard", &err);
+				uint64_t t2 = kiln_now_ns();
+				t[i * reps + r] = (double)(t1 - t0) / 1e6;
+				rm[i] += (double)(t2 - t1) / 1e6 / reps;
+				if (!cp)
+					continue;
+				struct kiln_snap *v;
+				snprintf(key, sizeof(key), "view-%d-%d", r, i);
+				if (kiln_snap_view(sn, chains[i], key, &v, &err))
+					die("view", &err);
+				char *cmd = kiln_xasprintf("cp -a '%s' '%s.cp'", kiln_snap_rootfs(v), argv[3]);
+				char *rmcmd = kiln_xasprintf("rm -rf '%s.cp'", argv[3]);
+				sync();
+				t0 = kiln_now_ns();
+				if (system(cmd) != 0)
+					die(cmd, NULL);
+				t1 = kiln_now_ns();
+				tc[i * reps + r] = (double)(t1 - t0) / 1e6;
+				if (system(rmcmd) != 0)
+					die(rmcmd, NULL);
+				free(cmd);
+				free(rmcmd);
+				kiln_snap_release(v);
+			}
+		}
+		for (int i = 0; i < nsizes; i++) {
+			qsort(t + i * reps, (size_t)reps, sizeof(double), dbl_cmp);
+			qsort(tc + i * reps, (size_t)reps, sizeof(double), dbl_cmp);
+			printf("RESULT op=prepare driver=%s files=%s ms=%.3f remove_ms=%.3f reps=%d",
+			       argv[2], argv[5 + i], t[i * reps + reps / 2], rm[i], reps);
+			if (cp)
+				printf(" cp_ms=%.3f", tc[i * reps + reps / 2]);
+			printf("\n");
+		}
 		free(t);
+		free(tc);
+		free(rm);
+		free(chains);
 		kiln_snap_close(sn);
 		return 0;
 	}
@@ -166,6 +210,6 @@ int main(int argc, char **argv)
 		kiln_snap_close(sn);
 		return 0;
 	}
-	fprintf(stderr, "usage: bench_snapshot tree DIR N | prepare DRIVER DIR N REPS | diff DRIVER DIR N K\n");
+	fprintf(stderr, "usage: bench_snapshot tree DIR N | prepare DRIVER DIR REPS N... | diff DRIVER DIR N K\n");
 	return 2;
 }

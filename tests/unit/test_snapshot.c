@@ -966,6 +966,32 @@ static void test_btrfs_pruning(void **state)
 	assert_int_equal(kiln_snap_discard(s, &err), 0);
 }
 
+/* A RUN may create btrfs subvolumes inside the rootfs; discarding the
+ * snapshot must remove them too (recursive delete as root). */
+static void test_btrfs_nested_subvolume(void **state)
+{
+	struct drv *d = need(state);
+	if (strcmp(d->label, "btrfs"))
+		skip();
+	struct kiln_err err = { 0 };
+	struct kiln_snap *s = NULL;
+	assert_int_equal(kiln_snap_prepare(d->sn, d->c1, "nested", 0, &s, &err), 0);
+	const char *r = kiln_snap_rootfs(s);
+	assert_int_equal(sh("btrfs subvolume create '%s/inner' >/dev/null && echo x > '%s/inner/f'", r, r), 0);
+	struct kiln_changes ch = { 0 };
+	assert_int_equal(kiln_snap_diff(s, &ch, &err), 0);
+	char *got = changes_str(&ch);
+	assert_string_equal(got, "A inner\nA inner/f\n");
+	free(got);
+	kiln_changes_free(&ch);
+	if (kiln_snap_discard(s, &err))
+		fail_msg("discard with a nested subvolume: %s", err.msg);
+	assert_int_equal(active_count(d), 0);
+	char *tmp = kiln_xasprintf("%s/btrfs/tmp", d->dir);
+	assert_int_equal(count_entries(tmp), 0);
+	free(tmp);
+}
+
 static void test_auto_driver(void **state)
 {
 	(void)state;
@@ -1105,6 +1131,7 @@ int main(void)
 		PER_DRIVER(test_usage_list),
 		PER_DRIVER(test_dead_process_leftovers),
 		cmocka_unit_test_prestate(test_btrfs_pruning, &g_drv[D_BTRFS]),
+		cmocka_unit_test_prestate(test_btrfs_nested_subvolume, &g_drv[D_BTRFS]),
 		cmocka_unit_test(test_nothing_mounted),
 	};
 	int rc = cmocka_run_group_tests(tests, setup, teardown);
