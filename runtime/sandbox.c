@@ -50,7 +50,7 @@
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-enum { MSG_GO = 1, MSG_ERR, MSG_TTY, MSG_PID };
+enum { MSG_GO = 1, MSG_ERR, MSG_TTY, MSG_PID, MSG_STUB };
 
 struct msg {
 	int type;
@@ -59,8 +59,23 @@ struct msg {
 	struct kiln_net_lease lease;
 	struct winsize ws;
 	bool has_ws;
+	uint64_t dev, ino;        /* MSG_STUB: the created mount point */
 	char text[KILN_ERR_MSG_MAX];
 };
+
+/* Mount points a RUN step's sandbox had to create (security.md item 11):
+ * the parent removes them afterwards, only if still the same empty entry. */
+struct stub {
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	bool dir;
+};
+struct stubs {
+	struct stub *v;
+	size_t n;
+};
+static int stub_sync = -1;   /* child: where to report created stubs, or -1 */
 
 struct ctx {
 	const struct kiln_sandbox_spec *spec;
@@ -247,12 +262,63 @@ static int open_create_in_root(int rootfd, const char *path, bool dir, bool crea
 			close(r), r = 0;
 	}
 	int e = errno;
+	if (r == 0 && stub_sync >= 0) {
+		struct stat st;
+		struct msg *m = calloc(1, sizeof(*m));
+		if (m && fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			m->type = MSG_STUB;
+			m->value = dir;
+			m->dev = st.st_dev;
+			m->ino = st.st_ino;
+			snprintf(m->text, sizeof(m->text), "%s", path);
+			send_msg(stub_sync, m, -1);
+		}
+		free(m);
+	}
 	close(dfd);
 	if (r < 0 && e != EEXIST) {
 		errno = e;
 		return -1;
 	}
 	return sys_openat2(rootfd, path, O_PATH, res);
+}
+
+/* Parent: remove the stubs (deepest first), each only when the entry at its
+ * path, resolved inside the rootfs again, is still the one created and empty. */
+static void remove_stubs(const char *rootfs, struct stubs *st)
+{
+	int rootfd = st->n ? open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+	for (size_t i = st->n; i-- > 0;) {
+		struct stub *x = &st->v[i];
+		if (rootfd >= 0) {
+			char *parent = kiln_xstrdup(x->path);
+			char *slash = strrchr(parent, '/');
+			const char *base = x->path + (slash - parent) + 1;
+			if (slash == parent)
+				parent[1] = '\0';
+			else
+				*slash = '\0';
+			int pfd = sys_openat2(rootfd, parent, O_RDONLY | O_DIRECTORY,
+					      RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+			struct stat cur;
+			if (pfd >= 0 && fstatat(pfd, base, &cur, AT_SYMLINK_NOFOLLOW) == 0 && cur.st_dev == x->dev &&
+			    cur.st_ino == x->ino) {
+				if (x->dir && S_ISDIR(cur.st_mode))
+					unlinkat(pfd, base, AT_REMOVEDIR);   /* fails unless empty */
+				else if (!x->dir && S_ISREG(cur.st_mode) && cur.st_size == 0)
+					unlinkat(pfd, base, 0);
+			}
+			if (pfd >= 0)
+				close(pfd);
+			free(parent);
+		}
+		free(x->path);
+	}
+	free(st->v);
+	st->v = NULL;
+	st->n = 0;
+	if (rootfd >= 0)
+		close(rootfd);
 }
 
 static int fs_mount_at(int target, const char *fstype, const char *source, const char *opts,
@@ -748,7 +814,11 @@ static int setup_rootfs(struct ctx *c, struct kiln_err *err)
 			goto out;
 	}
 
-	if (setup_user_mounts(c, rootfd, err) < 0)
+	if (s->origin == KILN_ORIGIN_BUILD)
+		stub_sync = c->sync;
+	int um = setup_user_mounts(c, rootfd, err);
+	stub_sync = -1;
+	if (um < 0)
 		goto out;
 	if (setup_etc_files(c, rootfd, err) < 0)
 		goto out;
@@ -1340,7 +1410,7 @@ static void restore_tty(void)
 
 /* Wait for the container, forwarding signals and relaying the pty. */
 static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spec *spec,
-		     int *status, struct msg *errmsg, bool *failed, bool *execd)
+		     int *status, struct msg *errmsg, bool *failed, bool *execd, struct stubs *stubs)
 {
 	/* a pidfd, not SIGCHLD: other threads (parallel build steps) have
 	 * children of their own, and a process-wide signal reaches one reader */
@@ -1409,6 +1479,10 @@ static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spe
 			} else if (m->type == MSG_ERR) {
 				*errmsg = *m;
 				*failed = true;
+			} else if (m->type == MSG_STUB && stubs) {
+				stubs->v = kiln_xrealloc(stubs->v, (stubs->n + 1) * sizeof(*stubs->v));
+				stubs->v[stubs->n++] = (struct stub){kiln_xstrdup(m->text), (dev_t)m->dev,
+								     (ino_t)m->ino, m->value != 0};
 			} else if (m->type == MSG_TTY && fd >= 0) {
 				if (spec->on_tty) {
 					spec->on_tty(fd, spec->on_tty_arg);
@@ -1701,10 +1775,15 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	int status = 0;
 	bool failed = false, execd = false;
 	struct msg *em = kiln_xcalloc(1, sizeof(*em));
-	if (supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd) < 0) {
+	struct stubs stubs = {0};
+	int sr = supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd, &stubs);
+	if (sr < 0) {
 		kiln_err_set(err, errno, "waiting for the container");
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+	}
+	remove_stubs(spec->rootfs, &stubs);
+	if (sr < 0) {
 		free(em);
 		goto out;
 	}
@@ -1886,7 +1965,7 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 	int status = 0;
 	bool failed = false, execd = false;
 	struct msg *em = kiln_xcalloc(1, sizeof(*em));
-	if (supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd) < 0) {
+	if (supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd, NULL) < 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		kiln_err_set(err, errno, "waiting for the exec'd process");

@@ -9,6 +9,8 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -533,6 +535,74 @@ static void test_signals(void **state)
 	assert_int_equal(kiln_signal_from_name(""), -1);
 }
 
+
+/* ---- the sandbox itself, as the builder calls it (needs root) ---- */
+
+static char *make_rootfs(void)
+{
+	char tmpl[] = "/tmp/kiln-test-rootfs-XXXXXX";
+	char *d = mkdtemp(tmpl);
+	if (!d)
+		return NULL;
+	char *root = kiln_xstrdup(d);
+	char *cmd = kiln_xasprintf("mkdir -p %s/bin %s/proc %s/sys %s/dev %s/etc && cp /bin/busybox %s/bin/ && "
+				   "ln -s busybox %s/bin/sh && ln -s busybox %s/bin/touch", root, root, root, root, root,
+				   root, root, root);
+	int r = system(cmd);
+	free(cmd);
+	if (r != 0) {
+		free(root);
+		return NULL;
+	}
+	return root;
+}
+
+/* A RUN step's mount points are created as stubs and removed afterwards,
+ * unless the step put something in them (security.md item 11). */
+static void test_build_stubs_removed(void **state)
+{
+	(void)state;
+	if (geteuid() != 0 || access("/bin/busybox", X_OK) != 0)
+		skip();
+	char *root = make_rootfs();
+	assert_non_null(root);
+	char *vol = kiln_xasprintf("%s.vol", root);
+	assert_int_equal(mkdir(vol, 0755), 0);
+	struct kiln_mount m[2] = {
+		{.type = KILN_MOUNT_BIND, .source = vol, .source_fd = -1, .target = "/stub/deep/mnt"},
+		{.type = KILN_MOUNT_TMPFS, .source_fd = -1, .target = "/keep/tmp"},
+	};
+	char *argv[] = {"sh", "-c", "touch /keep/sibling", NULL};
+	struct kiln_sandbox_spec spec;
+	kiln_sandbox_spec_init(&spec);
+	spec.origin = KILN_ORIGIN_BUILD;
+	spec.rootfs = root;
+	spec.argv = argv;
+	spec.mounts = m;
+	spec.n_mounts = 2;
+	struct kiln_exit ex;
+	struct kiln_err err = {0};
+	int r = kiln_sandbox_run(&spec, &ex, &err);
+	if (r < 0)
+		fprintf(stderr, "sandbox: %s\n", err.msg);
+	assert_int_equal(r, 0);
+	assert_int_equal(ex.code, 0);
+	char *p = kiln_xasprintf("%s/stub", root);
+	assert_int_not_equal(access(p, F_OK), 0);      /* the whole stub chain is gone */
+	free(p);
+	p = kiln_xasprintf("%s/keep/sibling", root);
+	assert_int_equal(access(p, F_OK), 0);          /* the step's own file stays */
+	free(p);
+	p = kiln_xasprintf("%s/keep/tmp", root);
+	assert_int_not_equal(access(p, F_OK), 0);      /* the empty stub inside it does not */
+	free(p);
+	p = kiln_xasprintf("rm -rf %s %s", root, vol);
+	assert_int_equal(system(p), 0);
+	free(p);
+	free(vol);
+	free(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -551,6 +621,7 @@ int main(void)
 		cmocka_unit_test(test_run_parse_errors),
 		cmocka_unit_test(test_ports),
 		cmocka_unit_test(test_signals),
+		cmocka_unit_test(test_build_stubs_removed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
