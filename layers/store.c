@@ -28,7 +28,7 @@ struct kiln_store {
 	int dirfd;          /* ROOT, O_RDONLY|O_DIRECTORY */
 	int blobs_fd;       /* ROOT/blobs/sha256 */
 	int tmp_fd;         /* ROOT/tmp (-1 when read-only and missing) */
-	int lock_fd;        /* ROOT/lock, held shared by RDWR handles */
+	int lock_fd;        /* ROOT/lock, held shared by RDWR handles; -1 for RDONLY */
 	int index_lock_fd;  /* ROOT/index.lock while write-locked, else -1 */
 	int wlock_depth;
 	bool rdwr;
@@ -215,13 +215,17 @@ int kiln_store_open(const char *root, unsigned flags, struct kiln_store **out, s
 				goto fail;
 			}
 	}
-	s->lock_fd = openat(s->dirfd, "lock", (rdwr ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (s->lock_fd < 0) {
-		if (errno == ENOENT)
-			kiln_err_set(err, 0, "no kiln store at %s", root);
-		else
-			kiln_err_set(err, errno, "open %s/lock", root);
+	if (!rdwr && faccessat(s->dirfd, OCI_LAYOUT, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    faccessat(s->dirfd, INDEX_JSON, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+		kiln_err_set(err, 0, "no kiln store at %s", root);
 		goto fail;
+	}
+	if (rdwr) {
+		s->lock_fd = openat(s->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (s->lock_fd < 0) {
+			kiln_err_set(err, errno, "open %s/lock", root);
+			goto fail;
+		}
 	}
 	s->blobs_fd = openat(s->dirfd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->blobs_fd < 0) {

@@ -96,6 +96,19 @@ static void test_layout(void **state)
 	/* read-only open of a missing store fails clearly */
 	assert_int_equal(kiln_store_open(root, KILN_STORE_RDONLY, &s, &err), -1);
 	assert_null(s);
+	/* a plain OCI layout (another tool's) opens read-only without kiln's files */
+	assert_int_equal(kiln_mkdir_p(root, 0755, &err), 0);
+	char *bl = kiln_xasprintf("%s/blobs/sha256", root);
+	assert_int_equal(kiln_mkdir_p(bl, 0755, &err), 0);
+	free(bl);
+	char *lay = kiln_xasprintf("%s/oci-layout", root);
+	assert_int_equal(kiln_write_file_atomic(AT_FDCWD, lay, "{\"imageLayoutVersion\":\"1.0.0\"}", 30, 0644, &err), 0);
+	free(lay);
+	assert_int_equal(kiln_store_open(root, KILN_STORE_RDONLY, &s, &err), 0);
+	char *lockp = kiln_xasprintf("%s/lock", root);
+	assert_int_equal(access(lockp, F_OK), -1);   /* nothing written */
+	free(lockp);
+	kiln_store_close(s);
 	s = open_rw(root);
 	assert_string_equal(kiln_store_root_path(s), root);
 	assert_true(kiln_store_dirfd(s) >= 0);
