@@ -99,7 +99,7 @@ table=$(cat <<EOF
 \`tests/bench/bench_registry.sh\`: a ${MIB} MiB image of ${LAYERS} uncompressed layers (random data) between a
 loopback \`docker-registry\` (distribution 2.8, filesystem storage) and the client; median of ${RUNS} runs;
 pull = registry → empty store (kiln) / empty OCI layout (\`skopeo copy\`), push = store → an empty registry.
-Ratio = skopeo time / kiln time (> 1: kiln is faster). $(date -u +%Y-%m-%d), $(nproc) vCPU.
+Ratio = skopeo time / kiln time (> 1: kiln is faster). $(date -u +%Y-%m-%d), $(nproc) vCPU, load $(cut -d" " -f1-3 /proc/loadavg).
 
 | operation | kiln | skopeo copy | ratio |
 | --- | --- | --- | --- |
