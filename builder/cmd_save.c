@@ -113,6 +113,19 @@ static int collect(struct kiln_store *s, struct saved *sv, const char *name, str
 		json_array_append_new(layers, json_string(rel));
 		free(rel);
 	}
+	/* the same name twice (busybox busybox:latest): once is enough */
+	size_t di;
+	json_t *dx;
+	json_array_foreach(json_object_get(sv->index, "manifests"), di, dx) {
+		const char *dn = json_string_value(json_object_get(json_object_get(dx, "annotations"), KILN_ANNOT_REF_NAME));
+		const char *dd = json_string_value(json_object_get(dx, "digest"));
+		if (dd && !strcmp(dd, md.digest) && ((!dn && !ref) || (dn && ref && !strcmp(dn, ref)))) {
+			json_decref(layers);
+			free(ref);
+			kiln_image_free(img);
+			return 0;
+		}
+	}
 	/* index.json entry */
 	json_t *ent = kiln_desc_to_json(&md);
 	if (ref)

@@ -43,6 +43,10 @@ skopeo inspect "oci-archive:$work/bb.tar:$REF" >/dev/null || fail "skopeo cannot
 # deterministic
 "$KILN" save -o "$work/bb2.tar" busybox
 cmp -s "$work/bb.tar" "$work/bb2.tar" || fail "two saves differ"
+# one name given twice is saved once
+"$KILN" save -o "$work/dup.tar" busybox busybox:latest
+[ "$(tar -xOf "$work/dup.tar" manifest.json | jq -c '.[0].RepoTags')" = '["busybox:latest"]' ] || fail "duplicate names in manifest.json"
+[ "$(tar -xOf "$work/dup.tar" index.json | jq '.manifests | length')" = 1 ] || fail "duplicate index.json entries"
 # oci-dir
 "$KILN" save --format oci-dir -o "$work/od" busybox
 umoci unpack --image "$work/od:$REF" "$work/b2" >/dev/null || fail "umoci unpack of the oci-dir"
