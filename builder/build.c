@@ -887,6 +887,10 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 		spec.entitlements |= KILN_ENT_NET_HOST;
 	spec.limits.memory = b->o->memory;
 	spec.hostname = "buildkitsandbox";
+	/* a small init as PID 1: it reaps what the step leaves behind and passes
+	 * SIGINT/SIGTERM on (a bare PID 1 ignores them, so ^C would not stop
+	 * the step) */
+	spec.init = true;
 	int out = kiln_progress_relay_begin(&b->prog);
 	int devnull = -1;
 	if (rc_->stdin_fd >= 0) {
@@ -917,7 +921,7 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 	mounts_free(&m);
 	if (r < 0)
 		return node_wrap(b, rc_->node, err);
-	if (g_interrupted)
+	if (g_interrupted || ex.signal == SIGINT || ex.code == 128 + SIGINT)
 		return kiln_err_set(err, EINTR, "interrupted");
 	if (ex.code != 0 || ex.signal) {
 		KILN_AUTOFREE char *cmd = join_words(rc_->argv, strv_len(rc_->argv), " ");
