@@ -81,6 +81,16 @@ wait "$pb" || { cat "$work/b.out"; fail "concurrent import b"; }
 [ "$(cat "$work/a.out")" = "$(cat "$work/b.out")" ] || fail "concurrent imports of one tarball gave different ids"
 "$KILN" images | grep -q "^two  *a " && "$KILN" images | grep -q "^two  *b " || fail "both tags present"
 check_store "concurrent imports"
+# many index writers at once lose no update (index.lock)
+tpids=""
+for i in $(seq 1 12); do "$KILN" tag busybox "many:$i" & tpids="$tpids $!"; done
+pids="$pids $tpids"
+for p in $tpids; do wait "$p" || fail "a concurrent tag failed"; done
+[ "$("$KILN" images --format '{{.Repository}}' | grep -c '^many$')" = 12 ] || fail "concurrent tags were lost"
+for i in $(seq 1 12); do "$KILN" rmi "many:$i" >/dev/null & tpids="$tpids $!"; done
+wait
+[ "$("$KILN" images --format '{{.Repository}}' | grep -c '^many$')" = 0 ] || fail "concurrent untags were lost"
+"$KILN" images | grep -q "^busybox " || fail "busybox lost in concurrent rmi"
 "$KILN" rmi two:a two:b crash:import >/dev/null
 "$KILN" image prune -f >/dev/null
 check_store "prune"
