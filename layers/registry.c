@@ -330,7 +330,9 @@ static int get_done(struct reg_job *j, struct kiln_err *err)
 {
 	struct get_job *g = (struct get_job *)j;
 	struct reg_xfer *x = &j->x;
-	if (x->status != 200 && x->status != 206)
+	/* 416 for a resume at the very end: everything had arrived already */
+	bool complete = x->status == 416 && g->blob->size >= 0 && g->have == g->blob->size && x->range_from > 0;
+	if (x->status != 200 && x->status != 206 && !complete)
 		return reg_error(x, err, "GET blob %s from %s/%s", g->blob->digest, g->r->host, g->repo);
 	if (g->blob->size >= 0 && g->have != g->blob->size) {
 		/* the connection ended cleanly but short: resume */
