@@ -68,9 +68,12 @@ int kiln_cmd_ps(int argc, char **argv)
 		kiln_err_print(&err);
 		return KILN_EXIT_FAIL;
 	}
-	if (!quiet)
-		printf("%-15s %-20s %-24s %-16s %-26s %-20s %s\n", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
-		       "STATUS", "PORTS", "NAMES");
+	/* rows first, then columns as wide as their widest cell (like docker) */
+	enum { NCOL = 7 };
+	static const char *const head[NCOL] = {"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",
+					       "NAMES"};
+	struct kiln_strv cells = {0};
+	size_t rows = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct kiln_container_state *s = &v[i];
 		bool running = kiln_container_running(s);
@@ -80,7 +83,7 @@ int kiln_cmd_ps(int argc, char **argv)
 			printf("%.12s\n", s->id);
 			continue;
 		}
-		char created[64], status[64], t[48];
+		char created[64], status[64], t[48], cmd[32];
 		ago(parse_iso(s->created), t, sizeof(t));
 		snprintf(created, sizeof(created), "%s ago", t);
 		if (running) {
@@ -92,14 +95,48 @@ int kiln_cmd_ps(int argc, char **argv)
 			ago(parse_iso(s->finished[0] ? s->finished : s->created), t, sizeof(t));
 			snprintf(status, sizeof(status), "Exited (%d) %s ago", s->exit_code, t);
 		}
-		char cmd[32];
 		if (strlen(s->command) > 20)
 			snprintf(cmd, sizeof(cmd), "\"%.19s…\"", s->command);
 		else
 			snprintf(cmd, sizeof(cmd), "\"%.20s\"", s->command);
-		printf("%-15.12s %-20.20s %-24s %-16s %-26s %-20s %s\n", s->id, s->image, cmd, created, status,
-		       running ? s->ports : "", s->name);
+		kiln_strv_push_owned(&cells, kiln_xasprintf("%.12s", s->id));
+		kiln_strv_push(&cells, s->image);
+		kiln_strv_push(&cells, cmd);
+		kiln_strv_push(&cells, created);
+		kiln_strv_push(&cells, status);
+		kiln_strv_push(&cells, running ? s->ports : "");
+		kiln_strv_push(&cells, s->name);
+		rows++;
 	}
+	if (!quiet) {
+		size_t w[NCOL];
+		for (int c = 0; c < NCOL; c++)
+			w[c] = strlen(head[c]);
+		for (size_t r = 0; r < rows; r++)
+			for (int c = 0; c < NCOL; c++) {
+				/* count UTF-8 characters, not bytes (the ellipsis) */
+				size_t len = 0;
+				for (const char *q = cells.v[r * NCOL + c]; *q; q++)
+					len += ((unsigned char)*q & 0xc0) != 0x80;
+				if (len > w[c])
+					w[c] = len;
+			}
+		for (int c = 0; c < NCOL - 1; c++)
+			printf("%-*s   ", (int)w[c], head[c]);
+		printf("%s\n", head[NCOL - 1]);
+		for (size_t r = 0; r < rows; r++)
+			for (int c = 0; c < NCOL; c++) {
+				const char *cell = cells.v[r * NCOL + c];
+				size_t len = 0;
+				for (const char *q = cell; *q; q++)
+					len += ((unsigned char)*q & 0xc0) != 0x80;
+				if (c == NCOL - 1)
+					printf("%s\n", cell);
+				else
+					printf("%s%*s   ", cell, (int)(w[c] - len), "");
+			}
+	}
+	kiln_strv_free(&cells);
 	free(v);
 	return 0;
 }
