@@ -42,6 +42,14 @@
  * DELETE for each old entry that is gone and ADD/MODIFY for the new ones.
  * The tree root itself is never listed.  Like docker, content changes that
  * keep size and mtime are not detected.
+ *
+ * Costs and limits: a btrfs diff first syncs the filesystem (delayed inode
+ * updates reach the tree only on commit), then reads only the directories
+ * above changed inodes; an overlay diff reads the upper directory only; a vfs
+ * diff compares whole trees.  Overlay breaks hard links on copy-up; the diff
+ * re-links the other names of a changed hard-linked lower file so the layer
+ * matches btrfs/vfs, except when one name was deleted and written anew (see
+ * snap_overlay.c).
  */
 #ifndef KILN_LAYERS_SNAPSHOT_H
 #define KILN_LAYERS_SNAPSHOT_H
