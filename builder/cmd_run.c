@@ -577,13 +577,20 @@ static int sup_on_start(pid_t pid, void *arg)
 		}
 	s->st->pid = pid;
 	s->st->supervisor = getpid();
+	if (!s->lg.started && (s->lg.fds[0] >= 0 || s->lg.fds[1] >= 0))
+		s->lg.started = pthread_create(&s->lg.th, NULL, logger_main, &s->lg) == 0;
+	return 0;
+}
+
+/* The program runs: now the container counts as started. */
+static void sup_on_running(pid_t pid, void *arg)
+{
+	struct sup *s = arg;
+	s->st->pid = pid;
 	snprintf(s->st->status, sizeof(s->st->status), "running");
 	iso_now(s->st->started, sizeof(s->st->started));
 	struct kiln_err err = {0};
 	kiln_container_save(s->root, s->st, &err);
-	if (!s->lg.started && (s->lg.fds[0] >= 0 || s->lg.fds[1] >= 0))
-		s->lg.started = pthread_create(&s->lg.th, NULL, logger_main, &s->lg) == 0;
-	return 0;
 }
 
 static int sup_on_tty(int master, void *arg)
@@ -884,6 +891,8 @@ int kiln_cmd_run(int argc, char **argv)
 			spec.interactive = false;
 			spec.on_start = sup_on_start;
 			spec.on_start_arg = &s;
+			spec.on_running = sup_on_running;
+			spec.on_running_arg = &s;
 			if (o.tty) {
 				spec.on_tty = sup_on_tty;
 				spec.on_tty_arg = &s;
@@ -931,7 +940,8 @@ int kiln_cmd_run(int argc, char **argv)
 					break;   /* already ran and removed */
 				continue;
 			}
-			if (!strcmp(now.status, "exited") && now.exit_code == 125 && !now.started[0]) {
+			if (!strcmp(now.status, "exited") && !now.started[0]) {
+				rc = now.exit_code ? now.exit_code : KILN_EXIT_SETUP;
 				char *logp = kiln_xasprintf("%s/log", cdir);
 				char *text = NULL;
 				kiln_read_file(logp, 1 << 16, &text, NULL, NULL);
@@ -968,6 +978,8 @@ int kiln_cmd_run(int argc, char **argv)
 	if (record) {
 		spec.on_start = sup_on_start;
 		spec.on_start_arg = &fg;
+		spec.on_running = sup_on_running;
+		spec.on_running_arg = &fg;
 	}
 	if (kiln_sandbox_run(&spec, &ex, &err) < 0) {
 		rc = err.exit_code ? err.exit_code : KILN_EXIT_SETUP;

@@ -1474,8 +1474,11 @@ static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spe
 			ssize_t n = recv_msg(sync, m, &fd);
 			if (n <= 0) {
 				sync_open = false;
-				if (!*failed)
+				if (!*failed) {
 					*execd = true;
+					if (spec->on_running)
+						spec->on_running(pid, spec->on_running_arg);
+				}
 			} else if (m->type == MSG_ERR) {
 				*errmsg = *m;
 				*failed = true;

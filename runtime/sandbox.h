@@ -134,6 +134,10 @@ struct kiln_sandbox_spec {
 	 * A non-zero return aborts the start. */
 	int (*on_start)(pid_t pid, void *arg);
 	void *on_start_arg;
+	/* Optional: called in the parent once the program was exec'd
+	 * successfully (setup is over). */
+	void (*on_running)(pid_t pid, void *arg);
+	void *on_running_arg;
 	/* Optional: when the spec has tty, the parent's master fd is given here
 	 * instead of kiln relaying it to stdin/stdout (used by the supervisor). */
 	int (*on_tty)(int master_fd, void *arg);

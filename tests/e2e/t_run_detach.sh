@@ -85,6 +85,13 @@ id3=$("$KILN" run -d --rm --network none --rootfs "$R" true)
 for i in $(seq 50); do [ -d "$KILN_ROOT/containers/$id3" ] || break; sleep 0.1; done
 [ ! -d "$KILN_ROOT/containers/$id3" ] || fail "--rm detached container not removed"
 
+# --- a detached start that fails reports it like a foreground one
+set +e
+"$KILN" run -d --network none --rootfs "$R" no-such-program 2>"$work/err"; rc=$?
+set -e
+[ $rc -eq 127 ] || fail "run -d of a missing program: exit $rc"
+grep -q 'executable file not found' "$work/err" || fail "run -d failure message: $(cat "$work/err")"
+
 # --- -p: an echo server published on the host
 port=$(( 40000 + RANDOM % 20000 ))
 while "$BB" nc -z 127.0.0.1 $port 2>/dev/null; do port=$((port + 1)); done
