@@ -24,22 +24,6 @@ static void usage(FILE *f)
 		   "      --cert-dir DIR       ca.crt, client.cert and client.key for the registry\n");
 }
 
-/* "https://host:5000/v2/" → "host:5000" */
-static char *server_host(const char *s)
-{
-	if (!strncasecmp(s, "https://", 8))
-		s += 8;
-	else if (!strncasecmp(s, "http://", 7))
-		s += 7;
-	size_t n = strcspn(s, "/");
-	char *h = kiln_xstrndup(s, n);
-	if (!strcmp(h, "index.docker.io") || !strcmp(h, "registry-1.docker.io")) {
-		free(h);
-		h = kiln_xstrdup("docker.io");
-	}
-	return h;
-}
-
 /* One line from fd (newline dropped); NULL at EOF with nothing read. */
 static char *read_line(FILE *f)
 {
@@ -127,7 +111,7 @@ int kiln_cmd_login(int argc, char **argv)
 	}
 	if (pass)
 		fprintf(stderr, "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n");
-	KILN_AUTOFREE char *host = server_host(server ? server : "docker.io");
+	KILN_AUTOFREE char *host = kiln_registry_server_host(server ? server : "docker.io");
 	KILN_AUTOFREE char *user_buf = NULL;
 	char *pass_buf = NULL;
 	if (!user) {

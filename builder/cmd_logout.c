@@ -32,16 +32,7 @@ int kiln_cmd_logout(int argc, char **argv)
 			server = a;
 		}
 	}
-	const char *s = server ? server : "docker.io";
-	if (!strncasecmp(s, "https://", 8))
-		s += 8;
-	else if (!strncasecmp(s, "http://", 7))
-		s += 7;
-	KILN_AUTOFREE char *host = kiln_xstrndup(s, strcspn(s, "/"));
-	if (!strcmp(host, "index.docker.io") || !strcmp(host, "registry-1.docker.io")) {
-		free(host);
-		host = kiln_xstrdup("docker.io");
-	}
+	KILN_AUTOFREE char *host = kiln_registry_server_host(server ? server : "docker.io");
 	struct kiln_err err = {0};
 	bool removed = false;
 	if (kiln_registry_creds_erase(host, &removed, &err) < 0) {

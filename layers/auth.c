@@ -17,6 +17,7 @@
 
 #include "common/util.h"
 #include "layers/registry.h"
+#include "layers/registry_int.h"
 
 /* ------------------------------------------------------------------------- */
 /* WWW-Authenticate                                                            */
@@ -225,6 +226,16 @@ static char *key_host(const char *key)
 	return kiln_xstrndup(s, n);
 }
 
+char *kiln_registry_server_host(const char *server)
+{
+	char *h = key_host(server);
+	if (is_hub(h)) {
+		free(h);
+		h = kiln_xstrdup(KILN_REGISTRY_DOCKER_HUB);
+	}
+	return h;
+}
+
 static bool key_matches(const char *key, const char *host)
 {
 	KILN_AUTOFREE char *h = key_host(key);
@@ -280,7 +291,7 @@ static int load_json_file(const char *path, json_t **out, struct kiln_err *err)
 	return 0;
 }
 
-static char *b64_encode(const void *data, size_t len)
+char *reg_base64(const void *data, size_t len)
 {
 	char *out = kiln_xmalloc(4 * ((len + 2) / 3) + 1);
 	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
@@ -528,7 +539,7 @@ int kiln_registry_creds_save(const char *host, const char *username, const char 
 				json_object_del(auths, k);
 		}
 		char *up = kiln_xasprintf("%s:%s", username, password);
-		char *enc = b64_encode(up, strlen(up));
+		char *enc = reg_base64(up, strlen(up));
 		explicit_bzero(up, strlen(up));
 		free(up);
 		json_object_set_new(auths, key, json_pack("{s:s}", "auth", enc));

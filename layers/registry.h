@@ -79,6 +79,9 @@ struct kiln_registry_creds {
 };
 void kiln_registry_creds_free(struct kiln_registry_creds *c);
 
+/* What a user names a registry by ("https://host:5000/v2/", "index.docker.io")
+ * → the host as in references ("host:5000", "docker.io"); malloc'd. */
+char *kiln_registry_server_host(const char *server);
 /* The key a host's credentials are stored under (docker.io → the Hub's v1 URL). */
 const char *kiln_registry_auth_key(const char *host);
 /* $DOCKER_CONFIG/config.json or ~/.docker/config.json (newly allocated). */

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
+#include "layers/image.h"
 #include "layers/registry_int.h"
 
 #define USER_AGENT "kiln/0.1"
@@ -493,18 +493,10 @@ static int seek_cb(void *ud, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
-static char *b64(const char *s)
-{
-	size_t len = strlen(s);
-	char *out = kiln_xmalloc(4 * ((len + 2) / 3) + 1);
-	EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)s, (int)len);
-	return out;
-}
-
 static char *basic_header(const char *user, const char *pass)
 {
 	char *up = kiln_xasprintf("%s:%s", user, pass ? pass : "");
-	char *enc = b64(up);
+	char *enc = reg_base64(up, strlen(up));
 	explicit_bzero(up, strlen(up));
 	free(up);
 	char *h = kiln_xasprintf("Authorization: Basic %s", enc);
@@ -1206,21 +1198,6 @@ int kiln_registry_check_login(struct kiln_registry *r, struct kiln_err *err)
 /* ------------------------------------------------------------------------- */
 /* The parallel engine                                                         */
 
-static void human(int64_t n, char *buf, size_t len)
-{
-	const char *u[] = {"B", "kB", "MB", "GB", "TB"};
-	double v = (double)n;
-	int i = 0;
-	while (v >= 1000 && i < 4) {
-		v /= 1000;
-		i++;
-	}
-	if (i == 0)
-		snprintf(buf, len, "%lldB", (long long)n);
-	else
-		snprintf(buf, len, "%.1f%s", v, u[i]);
-}
-
 struct progress {
 	FILE *f;
 	bool tty;
@@ -1235,10 +1212,10 @@ static void job_line(struct reg_job *j, uint64_t start, char *buf, size_t len)
 	if (j->state == 3)
 		done = j->total;
 	char a[32], b[32], c[32];
-	human(done < 0 ? 0 : done, a, sizeof(a));
-	human(j->total < 0 ? 0 : j->total, b, sizeof(b));
+	kiln_human_size(done < 0 ? 0 : done, a);
+	kiln_human_size(j->total < 0 ? 0 : j->total, b);
 	double secs = (double)(kiln_now_ns() - start) / 1e9;
-	human(secs > 0.05 ? (int64_t)((double)done / secs) : 0, c, sizeof(c));
+	kiln_human_size(secs > 0.05 ? (int64_t)((double)done / secs) : 0, c);
 	snprintf(buf, len, "%s: %s %s/%s %s/s", j->label ? j->label : "?",
 		 j->status_text ? j->status_text : "", a, b, c);
 }
@@ -1276,9 +1253,9 @@ static void finished_line(struct progress *p, struct reg_job *j, uint64_t start)
 	char a[32], c[32];
 	double secs = (double)(kiln_now_ns() - start) / 1e9;
 	int64_t moved = j->bytes;
-	human(j->total < 0 ? 0 : j->total, a, sizeof(a));
+	kiln_human_size(j->total < 0 ? 0 : j->total, a);
 	if (moved > 0 && secs > 0.001) {
-		human((int64_t)((double)moved / secs), c, sizeof(c));
+		kiln_human_size((int64_t)((double)moved / secs), c);
 		fprintf(p->f, "%s: %s %s in %.2fs (%s/s)\n", j->label ? j->label : "?",
 			j->status_text ? j->status_text : "done", a, secs, c);
 	} else {

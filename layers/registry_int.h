@@ -123,6 +123,9 @@ int reg_do(struct kiln_registry *r, struct reg_xfer *x, bool retry, struct kiln_
 int reg_error(const struct reg_xfer *x, struct kiln_err *err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Standard base64 with padding (malloc'd). */
+char *reg_base64(const void *data, size_t len);
+
 /* Scope strings. */
 char *reg_scope_repo(const char *repo, bool push);
 

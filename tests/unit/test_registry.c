@@ -233,6 +233,15 @@ static void test_creds_key_spellings(void **state)
 	assert_int_equal(kiln_registry_creds_lookup("index.docker.io", &c, &err), 0);
 	assert_string_equal(c.username, "u2");
 	kiln_registry_creds_free(&c);
+	char *h = kiln_registry_server_host("https://index.docker.io/v1/");
+	assert_string_equal(h, "docker.io");
+	free(h);
+	h = kiln_registry_server_host("http://127.0.0.1:5000/v2/");
+	assert_string_equal(h, "127.0.0.1:5000");
+	free(h);
+	h = kiln_registry_server_host("quay.io");
+	assert_string_equal(h, "quay.io");
+	free(h);
 	assert_string_equal(kiln_registry_auth_key("docker.io"), "https://index.docker.io/v1/");
 	assert_string_equal(kiln_registry_auth_key("quay.io"), "quay.io");
 	free(path);
