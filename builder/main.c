@@ -5,8 +5,6 @@
 
 #include "builder/cli.h"
 
-struct kiln_global kiln_global;
-
 struct command {
 	const char *name;
 	kiln_cmd_fn fn;     /* NULL when this build lacks the command */
@@ -55,17 +53,6 @@ static void usage(FILE *f)
 			fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "  %-9s %s\n", "version", "Show the kiln version");
 	fprintf(f, "\nRun 'kiln COMMAND --help' for more information on a command.\n");
-}
-
-bool kiln_cli_wants_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--"))
-			return false;
-		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-			return true;
-	}
-	return false;
 }
 
 int main(int argc, char **argv)

@@ -19,13 +19,6 @@
 
 /* builder/main.c (not in the library) defines these; the command objects
  * linked into every fuzz target refer to them. */
-struct kiln_global kiln_global;
-bool kiln_cli_wants_help(int argc, char **argv)
-{
-	(void)argc;
-	(void)argv;
-	return false;
-}
 
 static void fuzz_ref(const char *s)
 {

@@ -19,9 +19,6 @@
 #include "runtime/container.h"
 #include "runtime/sandbox.h"
 
-/* cmd_run.o needs it; main.c is not part of the library */
-struct kiln_global kiln_global;
-
 /* from builder/cmd_run.c (no header: the CLI's own) */
 struct kiln_run_opts {
 	bool detach, interactive, tty, rm, privileged, read_only, init, no_new_privs;
