@@ -486,7 +486,7 @@ int kiln_df_check_node(const struct kiln_df *df, const struct kiln_df_node *n, s
 		struct kiln_err e2 = {0};
 		if (kiln_df_parse_heredoc_word(n->args.v[n->args.n - 1], &h, &e2) == 1) {
 			free(h.name);
-			return kiln_df_errorf(df, n, err, "%s cannot accept a heredoc as a destination", name);
+			return kiln_df_errorf(df, n, err, "%s cannot accept a heredoc as a destination (name a path, e.g. %s <<EOF /file)", name, name);
 		}
 		return 0;
 	}

@@ -1349,6 +1349,19 @@ static bool can_contain_heredoc(const struct kiln_df_node *node)
 	return !node->json;
 }
 
+/* "<<", "<<-", "3<<", "3<<-": a heredoc operator without its word */
+static bool heredoc_operator_alone(const char *w)
+{
+	while (*w >= '0' && *w <= '9')
+		w++;
+	if (w[0] != '<' || w[1] != '<')
+		return false;
+	w += 2;
+	if (*w == '-')
+		w++;
+	return *w == 0;
+}
+
 /* heredocsFromLine: lex the whole line (raw quotes and escapes, lexing errors
  * mean "no heredocs") and take every word that is a heredoc. */
 static int heredocs_from_line(const char *line, size_t n, struct kiln_df_heredoc **out, size_t *nout,
@@ -1362,7 +1375,18 @@ static int heredocs_from_line(const char *line, size_t n, struct kiln_df_heredoc
 	}
 	for (size_t i = 0; i < words.n; i++) {
 		struct kiln_df_heredoc h;
-		int rc = kiln_df_parse_heredoc_word(words.v[i], &h, err);
+		int rc;
+		if (heredoc_operator_alone(words.v[i]) && i + 1 < words.n && !strchr(words.v[i + 1], '<')) {
+			/* "<< EOF", "<<- EOF", "3<< EOF": the operator and the
+			 * next word form one heredoc ("<< -EOF" names "-EOF") */
+			char *joined = kiln_xasprintf("%s %s", words.v[i], words.v[i + 1]);
+			rc = kiln_df_parse_heredoc_word(joined, &h, err);
+			free(joined);
+			if (rc == 1)
+				i++;
+		} else {
+			rc = kiln_df_parse_heredoc_word(words.v[i], &h, err);
+		}
 		if (rc < 0) {
 			kiln_strv_free(&words);
 			return -1;

@@ -600,24 +600,31 @@ static void kv_push(struct kiln_step *s, const char *k, const char *v, bool has)
 	s->n_kvs++;
 }
 
-/* "<<EOF", "<<-EOF", "<<'EOF'", "<<\"EOF\"" → the heredoc it names, or NULL */
-static const struct kiln_df_heredoc *heredoc_ref(const struct kiln_df_node *node, const char *word)
+/* BuildKit's MustParseHeredoc(word) — the same word rules as the parser
+ * (kiln_df_parse_heredoc_word: "<<EOF", "<<-'EOF'", "3<<EOF", "<< EOF"; a
+ * lexing error means "not a heredoc").  Returns true when word is a heredoc
+ * reference; then *out (when out is not NULL) is filled: the node's body of
+ * that name, or an empty body named by the word when the node has none.
+ * Free out->name. */
+static bool heredoc_ref(const struct kiln_df_node *node, const char *word, struct kiln_df_heredoc *out)
 {
-	if (strncmp(word, "<<", 2) != 0)
-		return NULL;
-	const char *p = word + 2;
-	if (*p == '-')
-		p++;
-	size_t n = strlen(p);
-	if (n >= 2 && (p[0] == '"' || p[0] == '\'') && p[n - 1] == p[0]) {
-		p++;
-		n -= 2;
+	struct kiln_df_heredoc h;
+	struct kiln_err ignored = {0};
+	if (kiln_df_parse_heredoc_word(word, &h, &ignored) != 1)
+		return false;
+	if (!out) {
+		free(h.name);
+		return true;
 	}
+	*out = h;
+	out->content = (char *)"";
 	for (size_t i = 0; i < node->n_heredocs; i++)
-		if (node->heredocs[i].name && strlen(node->heredocs[i].name) == n &&
-		    !strncmp(node->heredocs[i].name, p, n))
-			return &node->heredocs[i];
-	return NULL;
+		if (node->heredocs[i].name && !strcmp(node->heredocs[i].name, h.name)) {
+			out->content = node->heredocs[i].content;
+			out->chomp = node->heredocs[i].chomp;
+			break;
+		}
+	return true;
 }
 
 static int healthcheck_duration(const struct kiln_df *df, const struct kiln_df_node *node, const struct flags *f,
@@ -686,17 +693,11 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 				kiln_df_errorf(df, node, err, "parsing produced an invalid run command: heredocs need the shell form");
 				goto out;
 			}
-			if (a->n == 1) {
-				char *t = kiln_xstrdup(a->v[0]);
-				char *b = t, *e = t + strlen(t);
-				while (*b == ' ' || *b == '\t')
-					b++;
-				while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n'))
-					*--e = 0;
-				const struct kiln_df_heredoc *h = heredoc_ref(node, b);
-				s->run.script_heredoc = h == &node->heredocs[0] && !strchr(b, ' ');
-				free(t);
-			}
+			/* BuildKit: a command that is itself one heredoc word runs
+			 * the first body as the script; anything else is handed
+			 * to the shell with the bodies appended */
+			if (a->n == 1)
+				s->run.script_heredoc = heredoc_ref(node, a->v[0], NULL);
 		}
 		const struct kiln_flag_value *mv = flag_get(&f, "mount");
 		if (mv) {
@@ -749,18 +750,22 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 		}
 		s->copy.exec = node->json;
 		const char *dest = a->v[a->n - 1];
-		if (!node->json && heredoc_ref(node, dest)) {
-			kiln_df_errorf(df, node, err, "%s cannot accept a heredoc as a destination",
-				       kiln_step_kind_name(kind));
+		if (heredoc_ref(node, dest, NULL)) {
+			kiln_df_errorf(df, node, err,
+				       "%s cannot accept a heredoc as a destination (name a path, e.g. %s <<EOF /file)",
+				       kiln_step_kind_name(kind), kiln_step_kind_name(kind));
 			goto out;
 		}
 		s->copy.dest = kiln_xstrdup(dest);
 		for (size_t i = 0; i + 1 < a->n; i++) {
-			const struct kiln_df_heredoc *h = node->json ? NULL : heredoc_ref(node, a->v[i]);
-			if (h) {
+			/* as BuildKit: sources are heredocs only when the line
+			 * had heredoc bodies (never in the JSON form) */
+			struct kiln_df_heredoc h;
+			if (!node->json && node->n_heredocs && heredoc_ref(node, a->v[i], &h)) {
 				s->copy.heredocs = kiln_xrealloc(s->copy.heredocs,
 								 (s->copy.n_heredocs + 1) * sizeof(struct kiln_plan_heredoc));
-				heredoc_copy(&s->copy.heredocs[s->copy.n_heredocs++], h);
+				heredoc_copy(&s->copy.heredocs[s->copy.n_heredocs++], &h);
+				free(h.name);
 			} else {
 				kiln_strv_push(&s->copy.sources, a->v[i]);
 			}
@@ -1032,26 +1037,23 @@ static bool all_digits(const char *s)
 	return true;
 }
 
-/* Resolve a --from / from= reference made in stage `cur`: the index of an
- * earlier stage, -1 for an image; -2 with err for the current or a later
- * stage. */
+/* Resolve a --from / from= reference made in stage `cur`: the index of a
+ * stage (earlier or later: BuildKit allows forward references and rejects
+ * only cycles, see check_cycles), -1 for an image; -2 with err for a stage
+ * index that does not exist. */
 static int resolve_stage_ref(const struct kiln_df *df, const struct kiln_df_node *node, const struct kiln_plan *plan,
 			     size_t n_all, char *const *all_names, int cur, const char *ref, const char *what,
 			     struct kiln_err *err)
 {
+	(void)plan;
+	(void)cur;
 	if (all_digits(ref)) {
 		errno = 0;
 		long long idx = strtoll(ref, NULL, 10);
 		if (errno || idx >= (long long)n_all) {
-			kiln_df_errorf(df, node, err, "invalid %s value %s: index out of bounds", what, ref);
-			return -2;
-		}
-		if (idx == cur) {
-			kiln_df_errorf(df, node, err, "invalid %s value %s: refers to current build stage", what, ref);
-			return -2;
-		}
-		if (idx > cur) {
-			kiln_df_errorf(df, node, err, "invalid %s value %s: refers to a later build stage", what, ref);
+			kiln_df_errorf(df, node, err,
+				       "invalid %s value %s: index out of bounds (the file has %zu stages, numbered from 0)",
+				       what, ref, n_all);
 			return -2;
 		}
 		return (int)idx;
@@ -1064,18 +1066,112 @@ static int resolve_stage_ref(const struct kiln_df *df, const struct kiln_df_node
 			break;
 		}
 	free(l);
-	(void)plan;
-	if (found < 0)
-		return -1;
-	if (found == cur) {
-		kiln_df_errorf(df, node, err, "invalid %s value %s: refers to current build stage", what, ref);
-		return -2;
-	}
-	if (found > cur) {
-		kiln_df_errorf(df, node, err, "invalid %s value %s: refers to a later build stage", what, ref);
-		return -2;
-	}
 	return found;
+}
+
+/* The stages `st` needs (base, COPY --from, RUN --mount from=), each with
+ * the line that makes the edge, for the cycle check.  *out is malloc'd. */
+struct edge {
+	int to;
+	int line;
+};
+
+static size_t stage_edges(const struct kiln_stage *st, struct edge **out)
+{
+	size_t n = 0;
+	struct edge *e = NULL;
+	if (st->base_stage >= 0) {
+		e = kiln_xrealloc(e, (n + 1) * sizeof(*e));
+		e[n++] = (struct edge){st->base_stage, st->line};
+	}
+	for (size_t i = 0; i < st->n_steps; i++) {
+		const struct kiln_step *s = &st->steps[i];
+		if ((s->kind == KILN_STEP_COPY || s->kind == KILN_STEP_ADD) && s->copy.from_stage >= 0) {
+			e = kiln_xrealloc(e, (n + 1) * sizeof(*e));
+			e[n++] = (struct edge){s->copy.from_stage, s->line};
+		}
+		if (s->kind == KILN_STEP_RUN)
+			for (size_t m = 0; m < s->run.n_mounts; m++)
+				if (s->run.mounts[m].from_stage >= 0) {
+					e = kiln_xrealloc(e, (n + 1) * sizeof(*e));
+					e[n++] = (struct edge){s->run.mounts[m].from_stage, s->line};
+				}
+	}
+	*out = e;
+	return n;
+}
+
+static void stage_label(const struct kiln_stage *st, char *buf, size_t len)
+{
+	if (st->name)
+		snprintf(buf, len, "%s", st->name);
+	else
+		snprintf(buf, len, "stage-%d", st->index);
+}
+
+/* Reject a stage that needs itself, directly or through other stages
+ * (BuildKit: "circular dependency detected on stage").  Iterative DFS. */
+static int check_cycles(const struct kiln_df *df, const struct kiln_plan *plan, struct kiln_err *err)
+{
+	size_t n = plan->n_stages;
+	int *color = kiln_xcalloc(n + 1, sizeof(int)); /* 0 new, 1 on the path, 2 done */
+	struct frame {
+		int stage;
+		size_t next;
+		struct edge *e;
+		size_t ne;
+	} *stack = kiln_xcalloc(n + 1, sizeof(*stack));
+	int rc = 0;
+	for (size_t root = 0; root < n && rc == 0; root++) {
+		if (color[root])
+			continue;
+		size_t sp = 0;
+		stack[sp].stage = (int)root;
+		stack[sp].next = 0;
+		stack[sp].ne = stage_edges(&plan->stages[root], &stack[sp].e);
+		color[root] = 1;
+		sp++;
+		while (sp > 0 && rc == 0) {
+			struct frame *fr = &stack[sp - 1];
+			if (fr->next == fr->ne) {
+				color[fr->stage] = 2;
+				free(fr->e);
+				sp--;
+				continue;
+			}
+			struct edge ed = fr->e[fr->next++];
+			if (ed.to < 0 || (size_t)ed.to >= n || color[ed.to] == 2)
+				continue;
+			if (color[ed.to] == 1) {
+				char a[128], b[128];
+				stage_label(&plan->stages[ed.to], a, sizeof(a));
+				stage_label(&plan->stages[fr->stage], b, sizeof(b));
+				char where[64];
+				snprintf(where, sizeof(where), "%s:%d: ", plan->filename, ed.line);
+				(void)df;
+				if (ed.to == fr->stage)
+					kiln_err_set(err, 0,
+						     "%scircular dependency detected on stage: %s (a stage cannot copy or mount from itself; name another stage)",
+						     where, a);
+				else
+					kiln_err_set(err, 0,
+						     "%scircular dependency detected on stage: %s (stage %s needs %s, which already needs %s; break the loop)",
+						     where, a, b, a, b);
+				rc = -1;
+				break;
+			}
+			color[ed.to] = 1;
+			stack[sp].stage = ed.to;
+			stack[sp].next = 0;
+			stack[sp].ne = stage_edges(&plan->stages[ed.to], &stack[sp].e);
+			sp++;
+		}
+		while (sp > 0)
+			free(stack[--sp].e);
+	}
+	free(stack);
+	free(color);
+	return rc;
 }
 
 static void dep_add(struct kiln_stage *st, int d)
@@ -1314,6 +1410,8 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 	for (size_t i = 0; i < plan->n_stages; i++)
 		if (plan->stages[i].n_deps > 1)
 			qsort(plan->stages[i].deps, plan->stages[i].n_deps, sizeof(int), cmp_int);
+	if (check_cycles(df, plan, err) < 0)
+		goto out;
 	if (target && *target) {
 		const struct kiln_stage *t = NULL;
 		char *tl = lower_dup(target);
@@ -1351,29 +1449,98 @@ int kiln_plan_needed_stages(const struct kiln_plan *plan, int target, int **out,
 		target = plan->target;
 	if (target < 0 || (size_t)target >= plan->n_stages)
 		return kiln_err_set(err, 0, "no stage %d in the plan", target);
-	bool *need = kiln_xcalloc(plan->n_stages, sizeof(bool));
-	need[target] = true;
-	/* deps always point to earlier stages: one backwards sweep is enough */
-	for (int i = target; i >= 0; i--) {
-		if (!need[i])
+	/* depth-first post-order from the target, dependencies in ascending
+	 * order: every stage comes after the stages it needs, the target last
+	 * (the plan has no cycles, so this terminates) */
+	size_t ns = plan->n_stages;
+	int *state = kiln_xcalloc(ns + 1, sizeof(int)); /* 0 new, 1 open, 2 emitted */
+	int *v = kiln_xcalloc(ns + 1, sizeof(int));
+	struct nframe {
+		int stage;
+		size_t next;
+	} *stack = kiln_xcalloc(ns + 1, sizeof(*stack));
+	size_t k = 0, sp = 0;
+	stack[sp++] = (struct nframe){target, 0};
+	state[target] = 1;
+	while (sp > 0) {
+		struct nframe *fr = &stack[sp - 1];
+		const struct kiln_stage *st = &plan->stages[fr->stage];
+		if (fr->next < st->n_deps) {
+			int d = st->deps[fr->next++];
+			if (d >= 0 && (size_t)d < ns && state[d] == 0) {
+				state[d] = 1;
+				stack[sp++] = (struct nframe){d, 0};
+			}
 			continue;
-		for (size_t d = 0; d < plan->stages[i].n_deps; d++) {
-			int j = plan->stages[i].deps[d];
-			if (j >= 0 && j < i)
-				need[j] = true;
+		}
+		state[fr->stage] = 2;
+		v[k++] = fr->stage;
+		sp--;
+	}
+	free(stack);
+	free(state);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+int kiln_plan_resolve_from(const struct kiln_plan *plan, int stage, const char *ref, int *out, struct kiln_err *err)
+{
+	*out = -1;
+	if (stage < 0 || (size_t)stage >= plan->n_stages)
+		return kiln_err_set(err, 0, "no stage %d in the plan", stage);
+	const struct kiln_stage *st = &plan->stages[stage];
+	const char *what = ref ? ref : "";
+	int found = -1;
+	if (*what && all_digits(what)) {
+		errno = 0;
+		long long idx = strtoll(what, NULL, 10);
+		if (errno || idx >= (long long)plan->n_stages)
+			return kiln_err_set(err, 0,
+					    "%s:%d: invalid from value %s: index out of bounds (the file has %zu stages, numbered from 0)",
+					    plan->filename, st->line, what, plan->n_stages);
+		found = (int)idx;
+	} else {
+		char *l = lower_dup(what);
+		for (size_t i = 0; i < plan->n_stages; i++)
+			if (plan->stages[i].name && !strcmp(plan->stages[i].name, l)) {
+				found = (int)i;
+				break;
+			}
+		free(l);
+	}
+	if (found < 0)
+		return 0;
+	/* the new edge stage -> found closes a loop when found needs stage */
+	bool *seen = kiln_xcalloc(plan->n_stages + 1, sizeof(bool));
+	int *todo = kiln_xcalloc(plan->n_stages + 1, sizeof(int));
+	size_t nt = 0;
+	bool loop = false;
+	todo[nt++] = found;
+	seen[found] = true;
+	while (nt > 0 && !loop) {
+		int c = todo[--nt];
+		if (c == stage) {
+			loop = true;
+			break;
+		}
+		for (size_t d = 0; d < plan->stages[c].n_deps; d++) {
+			int j = plan->stages[c].deps[d];
+			if (j >= 0 && (size_t)j < plan->n_stages && !seen[j]) {
+				seen[j] = true;
+				todo[nt++] = j;
+			}
 		}
 	}
-	size_t cnt = 0;
-	for (size_t i = 0; i < plan->n_stages; i++)
-		cnt += need[i];
-	int *v = kiln_xcalloc(cnt + 1, sizeof(int));
-	size_t k = 0;
-	for (size_t i = 0; i < plan->n_stages; i++)
-		if (need[i])
-			v[k++] = (int)i;
-	free(need);
-	*out = v;
-	*n = cnt;
+	free(seen);
+	free(todo);
+	if (loop) {
+		char a[128];
+		stage_label(&plan->stages[found], a, sizeof(a));
+		return kiln_err_set(err, 0, "%s:%d: circular dependency detected on stage: %s (from %s; name another stage)",
+				    plan->filename, st->line, a, what);
+	}
+	*out = found;
 	return 0;
 }
 

@@ -12,8 +12,10 @@
  *
  * Errors are "<file>:<line>: <what>": unknown instruction, an instruction
  * other than ARG before the first FROM, invalid or duplicate stage names,
- * unknown --target, COPY --from / RUN --mount from= naming the current or a
- * later stage, unknown flags, bad mount specs, bad HEALTHCHECK options.
+ * unknown --target, COPY --from / RUN --mount from= stage references that
+ * form a cycle (a stage needing itself, directly or through others) or name
+ * a stage index that does not exist, unknown flags, bad mount specs, bad
+ * HEALTHCHECK options.  As in BuildKit, --from may name a later stage.
  */
 #ifndef KILN_PARSER_PLAN_H
 #define KILN_PARSER_PLAN_H
@@ -127,8 +129,11 @@ struct kiln_step_copy {
 	size_t n_heredocs;
 	char *dest;
 	char *from;                     /* --from as written, NULL when absent */
-	int from_stage;                 /* --from resolved to a stage index, else -1 (an image); a
-					   --from with variables is resolved with the global ARGs */
+	int from_stage;                 /* --from resolved to a stage index (earlier or later), else
+					   -1 (an image).  A --from with variables is resolved with the
+					   global ARGs only (BuildKit does not expand --from at all); a
+					   builder that expands it with the stage's environment must
+					   resolve the result again with kiln_plan_resolve_from */
 	char *chown, *chmod, *checksum; /* NULL when absent */
 	bool link, parents, keep_git_dir;
 	int unpack;                     /* ADD --unpack: -1 not given, 0 false, 1 true */
@@ -172,7 +177,8 @@ struct kiln_stage {
 	char *original;
 	struct kiln_step *steps;
 	size_t n_steps;
-	int *deps;              /* stages this one needs (base, COPY --from, RUN --mount from), sorted, unique */
+	int *deps;              /* stages this one needs (base, COPY --from, RUN --mount from), sorted, unique;
+				 * may include later stages (never a cycle) */
 	size_t n_deps;
 };
 
@@ -200,9 +206,19 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 void kiln_plan_free(struct kiln_plan *plan);
 
 /* The stages needed to build stage `target` (-1 = plan->target), in build
- * order (ascending index, the target last).  *out is malloc'd. */
+ * order: every stage after the stages it needs (dependencies taken in
+ * ascending index), the target last.  *out is malloc'd. */
 int kiln_plan_needed_stages(const struct kiln_plan *plan, int target, int **out, size_t *n,
 			    struct kiln_err *err);
+
+/* Resolve a COPY --from / RUN --mount from= value that the builder expanded
+ * with the environment of stage `stage` (the plan resolved it with the global
+ * ARGs only): *out = the stage it names (name, case-insensitive, or decimal
+ * index; earlier or later), or -1 for an image.  Fails ("<file>:<line>: ...")
+ * for an index past the last stage, or when the edge would close a cycle
+ * (the named stage needs `stage`, or is `stage`). */
+int kiln_plan_resolve_from(const struct kiln_plan *plan, int stage, const char *ref, int *out,
+			   struct kiln_err *err);
 
 /* A stage by name (case-insensitive) or decimal index; NULL when none. */
 const struct kiln_stage *kiln_plan_find_stage(const struct kiln_plan *plan, const char *name_or_index);

@@ -35,12 +35,20 @@ static void fuzz_plan(const char *text, size_t len)
 		size_t n = 0;
 		if (kiln_plan_needed_stages(plan, -1, &need, &n, &err) < 0)
 			__builtin_trap();
-		/* build order: ascending, the target last */
-		if (n == 0 || need[n - 1] != plan->target)
+		/* build order: each stage once, after every stage it needs,
+		 * the target last */
+		if (n == 0 || n > plan->n_stages || need[n - 1] != plan->target)
 			__builtin_trap();
-		for (size_t i = 1; i < n; i++)
-			if (need[i] <= need[i - 1])
-				__builtin_trap();
+		for (size_t i = 0; i < n; i++) {
+			const struct kiln_stage *st = &plan->stages[need[i]];
+			for (size_t d = 0; d < st->n_deps; d++) {
+				size_t j = 0;
+				while (j < i && need[j] != st->deps[d])
+					j++;
+				if (j == i)
+					__builtin_trap();
+			}
+		}
 		free(need);
 		json_t *j = kiln_plan_to_json(plan);
 		if (!j)

@@ -642,6 +642,38 @@ static void test_heredocs(void **state)
 	assert_string_equal(n[11].heredocs[0].content, "x\n");
 	kiln_df_free(df);
 
+	/* A blank between the operator and its word still makes a heredoc
+	 * (the word after "<<" is the delimiter, so "<< -X" names "-X"); the
+	 * body is consumed and never dumped. */
+	df = parse_ok("FROM a\n"
+		      "RUN <<  END  > out\n"
+		      "body\n"
+		      "END\n"
+		      "RUN << -X\n"
+		      "-X\n"
+		      "RUN 7<<- T\n"
+		      "\tt\n"
+		      "\tT\n"
+		      "RUN '<< Q'\n"
+		      "USER u\n");
+	kiln_df_dump(df, &b);
+	assert_string_equal(b.data, "(from \"a\")\n"
+				    "(run \"<<  END  > out\")\n"
+				    "(run \"<< -X\")\n"
+				    "(run \"7<<- T\")\n"
+				    "(run \"'<< Q'\")\n"
+				    "(user \"u\")\n");
+	kiln_buf_free(&b);
+	assert_string_equal(df->nodes[1].heredocs[0].name, "END");
+	assert_string_equal(df->nodes[1].heredocs[0].content, "body\n");
+	assert_string_equal(df->nodes[2].heredocs[0].name, "-X");
+	assert_false(df->nodes[2].heredocs[0].chomp);
+	assert_string_equal(df->nodes[3].heredocs[0].name, "T");
+	assert_true(df->nodes[3].heredocs[0].chomp);
+	assert_int_equal(df->nodes[3].heredocs[0].fd, 7);
+	assert_int_equal(df->nodes[4].n_heredocs, 0);
+	kiln_df_free(df);
+
 	/* CRLF heredoc terminators. */
 	df = parse_ok("FROM a\r\nRUN <<EOF\r\necho\r\nEOF\r\nUSER x\r\n");
 	assert_int_equal(df->n_nodes, 3);

@@ -474,13 +474,10 @@ static void test_errors(void **state)
 	expect_error("FROM busybox AS a$b\n", NULL, "invalid name for build stage", 1);
 	expect_error("FROM busybox AS a\nFROM busybox AS A\n", NULL, "duplicate stage name \"a\"", 2);
 	expect_error("FROM busybox AS a b\n", NULL, "FROM requires either one or three arguments", 1);
-	expect_error("FROM busybox\nCOPY --from=0 /a /b\n", NULL, "refers to current build stage", 2);
-	expect_error("FROM busybox AS a\nCOPY --from=a /a /b\n", NULL, "refers to current build stage", 2);
-	expect_error("FROM busybox\nCOPY --from=later /a /b\nFROM busybox AS later\n", NULL,
-		     "refers to a later build stage", 2);
-	expect_error("FROM busybox\nCOPY --from=1 /a /b\nFROM busybox\n", NULL, "refers to a later build stage", 2);
+	expect_error("FROM busybox\nCOPY --from=0 /a /b\n", NULL, "circular dependency detected on stage: stage-0", 2);
+	expect_error("FROM busybox AS a\nCOPY --from=A /a /b\n", NULL, "circular dependency detected on stage: a", 2);
 	expect_error("FROM busybox\nCOPY --from=5 /a /b\n", NULL, "index out of bounds", 2);
-	expect_error("FROM busybox AS a\nRUN --mount=from=a,target=/x true\n", NULL, "refers to current build stage", 2);
+	expect_error("FROM busybox AS a\nRUN --mount=from=a,target=/x true\n", NULL, "circular dependency", 2);
 	expect_error("FROM busybox\nCOPY --bogus /a /b\n", NULL, "unknown flag", 2);
 	expect_error("FROM busybox\nENV --x=1 A=1\n", NULL, "unknown flag", 2);
 	expect_error("FROM busybox\nRUN --network=bridge true\n", NULL, "unsupported network mode", 2);
@@ -522,6 +519,129 @@ static void test_errors(void **state)
 	expect_error("ARG X\nFROM ${X}\n", NULL, "should not be blank", 2);
 	expect_error("FROM ${X:?nobase}\n", NULL, "X: nobase", 1);
 	expect_error("ARG A\n", NULL, "no stages", 0);
+}
+
+/* BuildKit's stage graph: COPY --from / RUN --mount from= may name a later
+ * stage; only a loop (a stage needing itself, directly or through others)
+ * and a stage index past the end are errors. */
+static void test_forward_refs_and_cycles(void **state)
+{
+	(void)state;
+	char msg[KILN_ERR_MSG_MAX];
+	struct kiln_err err = {0};
+	/* stage 0 (the target) takes files from the later "tools", which is
+	 * built on "base" (stage 2, later too) */
+	struct kiln_plan *p = mkplan_args("FROM alpine AS out\n"
+					  "COPY --from=tools /bin/t /t\n"
+					  "RUN --mount=from=2,target=/b true\n"
+					  "FROM base AS tools\n"
+					  "FROM busybox AS base\n"
+					  "FROM busybox AS spare\n",
+					  NULL, "out", msg, sizeof(msg));
+	assert_non_null(p);
+	assert_int_equal(p->stages[0].steps[0].copy.from_stage, 1);
+	assert_int_equal(p->stages[0].steps[1].run.mounts[0].from_stage, 2);
+	/* FROM names only earlier stages: "base" here is an image */
+	assert_int_equal(p->stages[1].base_stage, -1);
+	int *need = NULL;
+	size_t n = 0;
+	assert_int_equal(kiln_plan_needed_stages(p, -1, &need, &n, &err), 0);
+	/* every stage after what it needs, the target last, "spare" not needed */
+	assert_int_equal(n, 3);
+	assert_int_equal(need[0], 1);
+	assert_int_equal(need[1], 2);
+	assert_int_equal(need[2], 0);
+	free(need);
+
+	/* the builder's second look at a --from it expanded itself */
+	int idx = -7;
+	assert_int_equal(kiln_plan_resolve_from(p, 1, "BASE", &idx, &err), 0);
+	assert_int_equal(idx, 2);
+	assert_int_equal(kiln_plan_resolve_from(p, 1, "docker.io/library/alpine", &idx, &err), 0);
+	assert_int_equal(idx, -1);
+	/* tools -> out would close out -> tools -> out */
+	assert_int_equal(kiln_plan_resolve_from(p, 1, "out", &idx, &err), -1);
+	assert_non_null(strstr(err.msg, "circular dependency detected on stage: out"));
+	assert_non_null(strstr(err.msg, "Dockerfile:4: "));
+	assert_int_equal(kiln_plan_resolve_from(p, 3, "3", &idx, &err), -1);
+	assert_int_equal(kiln_plan_resolve_from(p, 3, "9", &idx, &err), -1);
+	assert_non_null(strstr(err.msg, "index out of bounds"));
+	/* spare -> tools is fine: tools does not need spare */
+	assert_int_equal(kiln_plan_resolve_from(p, 3, "tools", &idx, &err), 0);
+	assert_int_equal(idx, 1);
+	kiln_plan_free(p);
+
+	/* loops of two and three stages, through COPY and RUN --mount */
+	expect_error("FROM busybox AS a\nCOPY --from=b /x /y\nFROM busybox AS b\nCOPY --from=a /x /y\n", NULL,
+		     "circular dependency detected on stage: a (stage b needs a", 4);
+	expect_error("FROM busybox AS a\nRUN --mount=from=c,target=/m true\n"
+		     "FROM busybox AS b\nCOPY --from=a /x /y\n"
+		     "FROM busybox AS c\nCOPY --from=1 /x /y\n",
+		     NULL, "circular dependency detected on stage: a (stage b needs a, which already needs b", 4);
+	/* a stage based on an earlier one that copies from a later one: no loop */
+	p = mkplan_args("FROM busybox AS a\nCOPY --from=c /x /y\nFROM a AS b\nFROM busybox AS c\n", NULL, NULL, msg,
+			sizeof(msg));
+	assert_non_null(p);
+	assert_int_equal(kiln_plan_needed_stages(p, 1, &need, &n, &err), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(need[0], 2);
+	assert_int_equal(need[1], 0);
+	assert_int_equal(need[2], 1);
+	free(need);
+	kiln_plan_free(p);
+}
+
+/* Heredoc words are recognised by one rule for the parser and the plan:
+ * a file-descriptor prefix and a blank after the operator are allowed. */
+static void test_heredoc_words(void **state)
+{
+	(void)state;
+	struct kiln_plan *p = mkplan("FROM busybox\n"
+				     "COPY 3<<A <<B <<-'C' /dst/\n"
+				     "a\n"
+				     "A\n"
+				     "b $X\n"
+				     "B\n"
+				     "\tc\n"
+				     "C\n"
+				     "RUN 3<<EOF\n"
+				     "echo fd\n"
+				     "EOF\n"
+				     "RUN << EOF\n"
+				     "echo spaced\n"
+				     "EOF\n"
+				     "RUN <<EOF cat\n"
+				     "x\n"
+				     "EOF\n");
+	assert_non_null(p);
+	const struct kiln_step *c = &p->stages[0].steps[0];
+	assert_int_equal(c->copy.sources.n, 0);
+	assert_int_equal(c->copy.n_heredocs, 3);
+	assert_string_equal(c->copy.heredocs[0].name, "A");
+	assert_string_equal(c->copy.heredocs[0].content, "a\n");
+	assert_int_equal(c->copy.heredocs[0].fd, 3);
+	assert_string_equal(c->copy.heredocs[1].name, "B");
+	assert_string_equal(c->copy.heredocs[1].content, "b $X\n");
+	assert_true(c->copy.heredocs[1].expand);
+	assert_string_equal(c->copy.heredocs[2].name, "C");
+	assert_string_equal(c->copy.heredocs[2].content, "c\n");
+	assert_false(c->copy.heredocs[2].expand);
+	assert_true(p->stages[0].steps[1].run.script_heredoc);
+	assert_string_equal(p->stages[0].steps[1].run.heredocs[0].content, "echo fd\n");
+	assert_true(p->stages[0].steps[2].run.script_heredoc);
+	assert_string_equal(p->stages[0].steps[2].run.heredocs[0].content, "echo spaced\n");
+	assert_false(p->stages[0].steps[3].run.script_heredoc);
+	kiln_plan_free(p);
+	/* COPY arguments are cut on blanks, so "<< B" there is two source
+	 * paths (as in BuildKit), though the body is still consumed */
+	p = mkplan("FROM busybox\nCOPY << B /dst/\nb\nB\n");
+	assert_non_null(p);
+	assert_int_equal(p->stages[0].steps[0].copy.sources.n, 2);
+	assert_int_equal(p->stages[0].steps[0].copy.n_heredocs, 0);
+	kiln_plan_free(p);
+	/* a heredoc destination is refused in either form */
+	expect_error("FROM busybox\nCOPY a 2<<EOF\nx\nEOF\n", NULL, "heredoc as a destination", 2);
+	expect_error("FROM busybox\nCOPY [\"a\", \"<<EOF\"]\n", NULL, "heredoc as a destination", 2);
 }
 
 static void test_step_refs(void **state)
@@ -619,6 +739,8 @@ int main(void)
 		cmocka_unit_test(test_metadata_steps),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_forward_refs_and_cycles),
+		cmocka_unit_test(test_heredoc_words),
 		cmocka_unit_test(test_step_refs),
 		cmocka_unit_test(test_mount_parse_api),
 	};
