@@ -1194,6 +1194,16 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 	if (c->priv.seccomp && c->priv.no_new_privs && kiln_seccomp_load(s, c->priv.caps, c->seccomp_text, &err) < 0)
 		child_fail(sync, 125, &err);
 
+	/* test hook (security.md item 2): hold the finished-but-not-exec'd
+	 * process for a while so that tests can attack it */
+	const char *pause_ms = getenv("KILN_TEST_SETUP_PAUSE_MS");
+	if (pause_ms) {
+		long ms = strtol(pause_ms, NULL, 10);
+		if (ms > 0 && ms <= 10000) {
+			struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+	}
 	umask(022);
 	close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 	if (c->trampoline >= 0) {

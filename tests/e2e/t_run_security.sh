@@ -60,6 +60,27 @@ out=$(run "$R" --init sh -c "$attack; readlink /proc/1/fd/0 >/dev/null 2>&1 && e
 out=$(run "$R" --init sh -c 'cat /proc/1/environ >/dev/null 2>&1 && echo ENVIRON; readlink /proc/1/exe 2>/dev/null; readlink /proc/1/fd/1 2>/dev/null; readlink /proc/1/cwd 2>/dev/null; true')
 [ -z "$out" ] || fail "/proc/1 of the kiln init is accessible: $out"
 
+# --- 2: CVE-2016-9962: a `kiln exec` paused after joining the container
+# (test hook) cannot be read or entered by the container's processes
+cid=$("$KILN" run -d --network none --rootfs "$R" sleep 60)
+KILN_TEST_SETUP_PAUSE_MS=3000 "$KILN" exec "$cid" true &
+execpid=$!
+sleep 1
+out=$("$KILN" exec "$cid" sh -c 'for p in /proc/[0-9]*; do
+	[ "$(cat $p/comm 2>/dev/null)" = kiln ] || continue
+	echo "found $p"
+	readlink $p/exe 2>/dev/null && echo "EXE-READABLE"
+	for f in $p/fd/*; do readlink $f 2>/dev/null && echo "FD-READABLE $f"; cat $f >/dev/null 2>&1 && echo "FD-OPENABLE $f"; done
+	head -c1 $p/environ >/dev/null 2>&1 && echo ENVIRON-READABLE
+	head -c1 $p/mem >/dev/null 2>&1 && echo MEM-READABLE
+	ls $p/root/ >/dev/null 2>&1 && echo ROOT-READABLE
+	true
+done')
+wait $execpid || true
+"$KILN" rm -f "$cid" >/dev/null
+grep -q '^found' <<<"$out" || fail "the paused exec process was not visible to the test: $out"
+grep -q 'READABLE\|OPENABLE' <<<"$out" && fail "the joining exec process is accessible from inside: $out"
+
 # --- 3: CVE-2024-21626
 for n in $(seq 3 64); do
 	set +e
