@@ -926,8 +926,8 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 	if (ex.code != 0 || ex.signal) {
 		KILN_AUTOFREE char *cmd = join_words(rc_->argv, strv_len(rc_->argv), " ");
 		if (ex.oom_killed)
-			kiln_err_set(err, 0, "process \"%s\" did not complete successfully: killed: out of memory%s%s",
-				     cmd, ex.message[0] ? " — " : "", ex.message);
+			kiln_err_set(err, 0, "process \"%s\" did not complete successfully: %s", cmd,
+				     ex.message[0] ? ex.message : "killed: out of memory");
 		else if (ex.signal)
 			kiln_err_set(err, 0, "process \"%s\" did not complete successfully: killed by signal %d (exit code: %d)",
 				     cmd, ex.signal, ex.code);

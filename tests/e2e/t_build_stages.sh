@@ -66,6 +66,15 @@ for d in "$KILN_ROOT"/snapshots/*/active; do
 done
 if grep -q " $KILN_ROOT/" /proc/self/mountinfo; then fail "mounts left behind"; fi
 
+# a RUN killed by the memory limit says so
+printf 'FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=200M count=1\n' > "$ctx/Dockerfile"
+set +e
+"$KILN" build -m 32m -t oom "$ctx" > "$work/log" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "OOM-killed RUN: exit $rc"
+grep -q "killed: out of memory" "$work/log" || { cat "$work/log"; fail "OOM kill not named"; }
+
 printf 'FROM no-such-image:1\n' > "$ctx/Dockerfile"
 set +e
 "$KILN" build -t x "$ctx" > "$work/log" 2>&1
