@@ -22,6 +22,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <sys/wait.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <signal.h>
 #include <grp.h>
@@ -1769,6 +1770,9 @@ static void test_hostile_race(void **state)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlive the test */
+		if (getppid() == 1)
+			_exit(0);
 		for (unsigned long i = 0;; i++)
 			syscall(SYS_renameat2, AT_FDCWD, d, AT_FDCWD, (i & 1) ? sw : s2, 2 /* RENAME_EXCHANGE */);
 	}
@@ -1844,6 +1848,72 @@ static void test_no_fd_leaks(void **state)
 	assert_int_equal(count_fds(), g_fds_at_start);
 }
 
+/* The writer racing a directory/symlink exchange in the tree it reads: it
+ * fails or reads the tree's file, never the host file behind the symlink. */
+static void test_writer_race(void **state)
+{
+	(void)state;
+	char *src = fresh_dir("src");
+	char *d = pjoin(src, "d"), *sw = pjoin(src, "sw"), *f = pjoin(src, "d/passwd");
+	assert_int_equal(mkdir(d, 0755), 0);
+	put_file(f, "tree file\n", 0644);
+	char *hostetc = pjoin(g_base, "hostetc");
+	assert_int_equal(symlink(hostetc, sw), 0);
+	int rfd = open_dir(src);
+	struct kiln_changes ch = {0};
+	kiln_changes_add(&ch, "d/passwd", KILN_CHANGE_ADD);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* never outlive the test, even when an assertion ends it early */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() == 1)
+			_exit(0);
+		for (;;)
+			syscall(SYS_renameat2, AT_FDCWD, d, AT_FDCWD, sw, 2 /* RENAME_EXCHANGE */);
+	}
+	int ok = 0, failed = 0, leaked = 0, wrong = 0;
+	for (int i = 0; i < 300; i++) {
+		struct kiln_layer_write_opts o = { .compression = KILN_COMPRESS_NONE, .source_date_epoch = -1 };
+		struct kiln_layer_info info;
+		struct kiln_err err = {0};
+		int fd = tmp_blob();
+		if (kiln_layer_write(rfd, &ch, &o, fd, &info, &err) == 0) {
+			ok++;
+			struct stat st;
+			char *buf = NULL;
+			if (fstat(fd, &st) == 0 && (buf = kiln_xmalloc((size_t)st.st_size + 1)) &&
+			    pread(fd, buf, (size_t)st.st_size, 0) == st.st_size) {
+				if (memmem(buf, (size_t)st.st_size, "root:x:0:0", 10))
+					leaked++;
+				if (!memmem(buf, (size_t)st.st_size, "tree file", 9))
+					wrong++;
+			} else {
+				wrong++;
+			}
+			free(buf);
+		} else {
+			failed++;
+		}
+		close(fd);
+	}
+	/* the child goes before any assertion */
+	kill(pid, SIGKILL);
+	int st;
+	waitpid(pid, &st, 0);
+	assert_int_equal(leaked, 0);
+	assert_int_equal(wrong, 0);
+	assert_int_equal(ok + failed, 300);
+	kiln_changes_free(&ch);
+	close(rfd);
+	free(hostetc);
+	free(d);
+	free(sw);
+	free(f);
+	free(src);
+	assert_outside_unchanged();
+}
+
 int main(void)
 {
 	confine_host_writes();
@@ -1853,6 +1923,7 @@ int main(void)
 		cmocka_unit_test(test_writer_entries),
 		cmocka_unit_test(test_writer_deterministic),
 		cmocka_unit_test(test_writer_whiteouts),
+		cmocka_unit_test(test_writer_race),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_apply_whiteouts),
 		cmocka_unit_test(test_apply_owner_offset),
