@@ -20,7 +20,7 @@ void kiln_cache_key_begin(struct kiln_cache_key *k, const char *kind)
 	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL))
 		abort();
 	k->md = c;
-	kiln_cache_key_add(k, "kiln-cache-v1", kind);
+	kiln_cache_key_add(k, "kiln-cache-v2", kind);
 }
 
 void kiln_cache_key_add(struct kiln_cache_key *k, const char *name, const char *value)
