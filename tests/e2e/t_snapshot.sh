@@ -48,6 +48,7 @@ EOF
 
 export SOURCE_DATE_EPOCH=1700000000
 declare -A ID LAYERS
+failures=""
 for d in $drivers; do
 	root=$W/root-$d
 	[ "$d" = btrfs ] && root=$BT/root
@@ -60,14 +61,18 @@ for d in $drivers; do
 	echo "$d: ${ID[$d]} $(echo "${LAYERS[$d]}" | jq length) layers"
 	[ -d "$root/snapshots/$d/snaps" ] || fail "$d: no $d snapshots under $root/snapshots"
 
-	# what a container sees
+	# what a container sees (all drivers are checked before failing)
 	got=$(timeout 60 "$KILN" --storage-driver "$d" run --rm snaptest:1 sh -c \
-		'cat /opq/x; ls /opq | tr "\n" " "; cat /d2f; ls /f2d; ls /app/data | tr "\n" " "; ls /app/sub2; stat -c %a /app/data')
+		'cat /opq/x; ls /opq | tr "\n" " "; cat /d2f; ls /f2d; ls /app/data | tr "\n" " "; ls /app/sub2; stat -c %a /app/data' 2>&1) ||
+		got="kiln run failed: $got"
 	want=$(printf 'new\nx file\nin\na hard hello.txt link c\n700')
-	[ "$got" = "$want" ] || fail "$d: container view:
+	if [ "$got" != "$want" ]; then
+		echo "FAIL: $d: container view:
 $got
 --- want
-$want"
+$want" >&2
+		failures="$failures $d"
+	fi
 
 	# nothing left prepared or mounted by the build or the run
 	left=$(ls "$root/snapshots/$d/active")
@@ -97,4 +102,5 @@ for want in app/data/.wh.b opq/.wh.y app/data/.wh.sub app/sub2/c f2d/in d2f; do
 $list"
 done
 if echo "$list" | grep -q '\.wh\.\.wh\.\.opq'; then fail "RUN layer has an opaque whiteout"; fi
+[ -z "$failures" ] || fail "containers saw the wrong tree on:$failures"
 echo ok
