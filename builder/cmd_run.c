@@ -275,8 +275,6 @@ int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_e
 	o->n_cmd = argc - i;
 	if (o->rootfs && o->n_cmd == 0)
 		return kiln_err_set(err, 0, "--rootfs needs a command");
-	if (o->detach && o->rm && false)
-		return -1;
 	return 0;
 }
 
@@ -367,6 +365,12 @@ static int parse_volume(const char *s, struct kiln_mount *m, struct kiln_err *er
 		}
 	}
 	m->type = KILN_MOUNT_BIND;
+	/* like docker -v: a missing host directory is created */
+	struct stat st;
+	if (stat(parts[0], &st) < 0 && errno == ENOENT && kiln_mkdir_p(parts[0], 0755, err) < 0) {
+		free(dup);
+		return kiln_err_wrap(err, "volume \"%s\"", s);
+	}
 	m->source = kiln_xstrdup(parts[0]);
 	m->target = kiln_xstrdup(parts[1]);
 	free(dup);

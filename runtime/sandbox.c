@@ -1894,11 +1894,6 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 		}
 	}
 	char hn[256] = "";
-	{
-		char p[64];
-		snprintf(p, sizeof(p), "/proc/%d/root/etc/hostname", (int)target);
-		(void)p;
-	}
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
 		for (int j = 0; j < 6; j++)

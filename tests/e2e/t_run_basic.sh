@@ -120,6 +120,8 @@ run -v "$work/vol:/data" sh -c 'echo from-ctr > /data/out'
 expect from-ctr "$(cat "$work/vol/out")" "-v write reaches the host"
 run -v "$work/vol:/data:ro" sh -c 'echo x > /data/out2' 2>/dev/null && fail "-v :ro writable"
 [ ! -e "$work/vol/out2" ] || fail ":ro volume written"
+run -v "$work/made/by/v:/m" touch /m/x
+[ -f "$work/made/by/v/x" ] || fail "-v of a missing host directory does not create it"
 run --tmpfs /scratch grep -q ' /scratch tmpfs ' /proc/mounts || fail "--tmpfs"
 run --read-only touch /x 2>/dev/null && fail "--read-only rootfs writable"
 [ ! -e "$R/x" ] || fail "--read-only wrote to the rootfs"
