@@ -44,13 +44,7 @@ void kiln_registry_challenge_free(struct kiln_registry_challenge *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* One parsed challenge while scanning. */
-struct chal {
-	char scheme[16];
-	char *realm, *service, *scope, *error;
-};
-
-static void chal_set(struct chal *c, const char *name, size_t nlen, char *value)
+static void chal_set(struct kiln_registry_challenge *c, const char *name, size_t nlen, char *value)
 {
 	char **slot = NULL;
 	if (nlen == 5 && !strncasecmp(name, "realm", 5))
@@ -69,13 +63,17 @@ static void chal_set(struct chal *c, const char *name, size_t nlen, char *value)
 	*slot = value;
 }
 
-static void chal_clear(struct chal *c)
+/* Keep the preferred of two challenges: the first, unless a later one is
+ * Bearer.  cur is consumed. */
+static void keep_preferred(struct kiln_registry_challenge *best, struct kiln_registry_challenge *cur)
 {
-	free(c->realm);
-	free(c->service);
-	free(c->scope);
-	free(c->error);
-	memset(c, 0, sizeof(*c));
+	if (!best->scheme[0] || (strcmp(best->scheme, "bearer") && !strcmp(cur->scheme, "bearer"))) {
+		kiln_registry_challenge_free(best);
+		*best = *cur;
+		memset(cur, 0, sizeof(*cur));
+	} else {
+		kiln_registry_challenge_free(cur);
+	}
 }
 
 int kiln_registry_parse_challenge(const char *header, struct kiln_registry_challenge *out,
@@ -84,8 +82,8 @@ int kiln_registry_parse_challenge(const char *header, struct kiln_registry_chall
 	memset(out, 0, sizeof(*out));
 	if (!header)
 		return kiln_err_set(err, 0, "no WWW-Authenticate header");
-	struct chal cur = {0}, best = {0};
-	bool have_cur = false, have_best = false;
+	struct kiln_registry_challenge cur = {0}, best = {0};
+	bool have_cur = false;
 	const char *p = header;
 	for (;;) {
 		while (*p == ' ' || *p == '\t' || *p == ',')
@@ -97,8 +95,8 @@ int kiln_registry_parse_challenge(const char *header, struct kiln_registry_chall
 			p++;
 		size_t tlen = (size_t)(p - tok);
 		if (tlen == 0) {
-			chal_clear(&cur);
-			chal_clear(&best);
+			kiln_registry_challenge_free(&cur);
+			kiln_registry_challenge_free(&best);
 			return kiln_err_set(err, 0, "malformed WWW-Authenticate header: unexpected '%c'", *p);
 		}
 		const char *after = p;
@@ -118,8 +116,8 @@ int kiln_registry_parse_challenge(const char *header, struct kiln_registry_chall
 				}
 				if (*p != '"') {
 					kiln_buf_free(&v);
-					chal_clear(&cur);
-					chal_clear(&best);
+					kiln_registry_challenge_free(&cur);
+					kiln_registry_challenge_free(&best);
 					return kiln_err_set(err, 0,
 							    "malformed WWW-Authenticate header: unterminated quoted string");
 				}
@@ -135,19 +133,12 @@ int kiln_registry_parse_challenge(const char *header, struct kiln_registry_chall
 			continue;
 		}
 		if (*p == '=' && !have_cur) {
-			chal_clear(&best);
+			kiln_registry_challenge_free(&best);
 			return kiln_err_set(err, 0, "malformed WWW-Authenticate header: parameter before scheme");
 		}
 		/* A new scheme: the previous challenge is complete. */
 		if (have_cur) {
-			if (!have_best || (strcmp(best.scheme, "bearer") && !strcmp(cur.scheme, "bearer"))) {
-				chal_clear(&best);
-				best = cur;
-				have_best = true;
-			} else {
-				chal_clear(&cur);
-			}
-			memset(&cur, 0, sizeof(cur));
+			keep_preferred(&best, &cur);
 		}
 		have_cur = true;
 		size_t n = tlen < sizeof(cur.scheme) - 1 ? tlen : sizeof(cur.scheme) - 1;
@@ -166,22 +157,11 @@ int kiln_registry_parse_challenge(const char *header, struct kiln_registry_chall
 			p = q;
 		}
 	}
-	if (have_cur) {
-		if (!have_best || (strcmp(best.scheme, "bearer") && !strcmp(cur.scheme, "bearer"))) {
-			chal_clear(&best);
-			best = cur;
-			have_best = true;
-		} else {
-			chal_clear(&cur);
-		}
-	}
-	if (!have_best)
+	if (have_cur)
+		keep_preferred(&best, &cur);
+	if (!best.scheme[0])
 		return kiln_err_set(err, 0, "empty WWW-Authenticate header");
-	memcpy(out->scheme, best.scheme, sizeof(out->scheme));
-	out->realm = best.realm;
-	out->service = best.service;
-	out->scope = best.scope;
-	out->error = best.error;
+	*out = best;
 	return 0;
 }
 

@@ -392,7 +392,7 @@ int kiln_registry_blob_get_to_store(struct kiln_registry *r, struct kiln_store *
 						       strcmp(blobs[i].media_type, KILN_MT_DOCKER_CONFIG));
 		jobs[nj++] = &g->job;
 	}
-	int rc = reg_run_jobs(r, jobs, nj, "pull", err);
+	int rc = reg_run_jobs(r, jobs, nj, err);
 	for (size_t i = 0; i < nj; i++) {
 		get_join(&gs[i]);
 		kiln_store_blob_abort(gs[i].w);
@@ -807,7 +807,7 @@ int kiln_registry_blob_put(struct kiln_registry *r, struct kiln_store *store, co
 		jobs[nj++] = &p->job;
 	}
 	if (rc == 0)
-		rc = reg_run_jobs(r, jobs, nj, "push", err);
+		rc = reg_run_jobs(r, jobs, nj, err);
 	for (size_t i = 0; i < nj; i++)
 		put_job_free(&ps[i]);
 	free(jobs);
@@ -826,7 +826,7 @@ int kiln_registry_blob_put_mem(struct kiln_registry *r, const char *repo, const 
 	short_id(p.blob.digest, p.label);
 	p.job.total = (int64_t)len;
 	struct reg_job *jobs[1] = {&p.job};
-	int rc = reg_run_jobs(r, jobs, 1, "push", err);
+	int rc = reg_run_jobs(r, jobs, 1, err);
 	if (rc == 0 && digest_out)
 		memcpy(digest_out, p.blob.digest, KILN_DIGEST_MAX);
 	put_job_free(&p);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -235,7 +236,8 @@ void reg_xfer_init(struct reg_xfer *x)
 	x->body_fd = -1;
 }
 
-static void clear_response(struct reg_xfer *x)
+/* Forget the headers of a response (a redirect or 100 Continue starts another). */
+static void clear_headers(struct reg_xfer *x)
 {
 	free(x->location);
 	free(x->www_auth);
@@ -247,6 +249,11 @@ static void clear_response(struct reg_xfer *x)
 	x->location = x->www_auth = x->docker_digest = x->ctype = x->range_hdr = NULL;
 	x->content_range_hdr = x->retry_after = NULL;
 	x->clen = -1;
+}
+
+static void clear_response(struct reg_xfer *x)
+{
+	clear_headers(x);
 	x->status = 0;
 	x->rc = CURLE_OK;
 	x->errbuf[0] = 0;
@@ -349,17 +356,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
 	struct reg_xfer *x = ud;
 	size_t n = size * nitems;
 	if (n >= 5 && !strncmp(buf, "HTTP/", 5)) {
-		/* a new response (redirect, 100 Continue): forget the last headers */
-		free(x->location);
-		free(x->www_auth);
-		free(x->docker_digest);
-		free(x->ctype);
-		free(x->range_hdr);
-		free(x->content_range_hdr);
-		free(x->retry_after);
-		x->location = x->www_auth = x->docker_digest = x->ctype = x->range_hdr = NULL;
-		x->content_range_hdr = x->retry_after = NULL;
-		x->clen = -1;
+		clear_headers(x);
 		return n;
 	}
 	const char *colon = memchr(buf, ':', n);
@@ -1018,7 +1015,6 @@ bool reg_auth_on_401(struct kiln_registry *r, struct reg_xfer *x)
 		return false;
 	bool retry = false;
 	if (!strcmp(c.scheme, "bearer")) {
-		bool had_bearer = !strcmp(r->auth_scheme, "bearer");
 		snprintf(r->auth_scheme, sizeof(r->auth_scheme), "bearer");
 		if (c.realm) {
 			free(r->realm);
@@ -1034,7 +1030,6 @@ bool reg_auth_on_401(struct kiln_registry *r, struct reg_xfer *x)
 		/* retry when the request went out without a token or the token may
 		 * have been too narrow or expired */
 		retry = true;
-		(void)had_bearer;
 	} else if (!strcmp(c.scheme, "basic")) {
 		bool had_basic = !strcmp(r->auth_scheme, "basic");
 		snprintf(r->auth_scheme, sizeof(r->auth_scheme), "basic");
@@ -1055,6 +1050,39 @@ static void sleep_ms(unsigned ms)
 		;
 }
 
+enum { STEP_FINAL, STEP_AGAIN, STEP_LATER };
+
+/* After a transfer: send it again at once (a 401 that new credentials may
+ * answer), later (a transient failure; *delay_ms, counted in *attempt), or
+ * it is final. */
+static int next_step(struct kiln_registry *r, struct reg_xfer *x, bool retry, int *attempt,
+		     unsigned *delay_ms)
+{
+	if (x->sink_failed)
+		return STEP_FINAL;
+	if (x->rc == CURLE_OK && x->status == 401 && reg_auth_on_401(r, x))
+		return STEP_AGAIN;
+	if (!retry || !reg_xfer_transient(x) || *attempt >= r->retries)
+		return STEP_FINAL;
+	*delay_ms = reg_xfer_retry_delay(x, *attempt);
+	(*attempt)++;
+	if (reg_debug())
+		fprintf(stderr, "kiln: %s %s: %s; retrying in %u ms\n", x->method, x->url,
+			x->rc ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->rc)) : "server error", *delay_ms);
+	return STEP_LATER;
+}
+
+/* The error of a final transfer that got no usable HTTP response. */
+static int transport_error(const struct reg_xfer *x, struct kiln_err *err)
+{
+	if (x->sink_failed) {
+		*err = x->sink_err;
+		return -1;
+	}
+	return kiln_err_set(err, 0, "%s %s: %s", x->method, x->url,
+			    x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->rc));
+}
+
 int reg_do(struct kiln_registry *r, struct reg_xfer *x, bool retry, struct kiln_err *err)
 {
 	bool own = false;
@@ -1067,29 +1095,17 @@ int reg_do(struct kiln_registry *r, struct reg_xfer *x, bool retry, struct kiln_
 	for (;;) {
 		if (reg_xfer_prepare(r, x, err) < 0)
 			break;
-		CURLcode cc = curl_easy_perform(x->easy);
-		reg_xfer_done(x, cc);
-		if (x->sink_failed) {
-			*err = x->sink_err;
-			break;
-		}
-		if (cc == CURLE_OK && x->status == 401 && reg_auth_on_401(r, x))
+		reg_xfer_done(x, curl_easy_perform(x->easy));
+		unsigned delay = 0;
+		int step = next_step(r, x, retry, &attempt, &delay);
+		if (step == STEP_LATER)
+			sleep_ms(delay);
+		if (step != STEP_FINAL)
 			continue;
-		if (retry && reg_xfer_transient(x) && attempt < r->retries) {
-			unsigned d = reg_xfer_retry_delay(x, attempt);
-			if (reg_debug())
-				fprintf(stderr, "kiln: %s %s: %s; retrying in %u ms\n", x->method, x->url,
-					x->rc ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->rc)) : "server error", d);
-			sleep_ms(d);
-			attempt++;
-			continue;
-		}
-		if (cc != CURLE_OK) {
-			kiln_err_set(err, 0, "%s %s: %s", x->method, x->url,
-				     x->errbuf[0] ? x->errbuf : curl_easy_strerror(cc));
-			break;
-		}
-		rc = 0;
+		if (x->sink_failed || x->rc != CURLE_OK)
+			transport_error(x, err);
+		else
+			rc = 0;
 		break;
 	}
 	if (own) {
@@ -1203,10 +1219,9 @@ struct progress {
 	bool tty;
 	int lines;
 	uint64_t last_draw;
-	uint64_t *start_ns;
 };
 
-static void job_line(struct reg_job *j, uint64_t start, char *buf, size_t len)
+static void job_line(struct reg_job *j, char *buf, size_t len)
 {
 	int64_t done = j->progress_base + j->x.moved;
 	if (j->state == 3)
@@ -1214,7 +1229,7 @@ static void job_line(struct reg_job *j, uint64_t start, char *buf, size_t len)
 	char a[32], b[32], c[32];
 	kiln_human_size(done < 0 ? 0 : done, a);
 	kiln_human_size(j->total < 0 ? 0 : j->total, b);
-	double secs = (double)(kiln_now_ns() - start) / 1e9;
+	double secs = (double)(kiln_now_ns() - j->start_ns) / 1e9;
 	kiln_human_size(secs > 0.05 ? (int64_t)((double)done / secs) : 0, c);
 	snprintf(buf, len, "%s: %s %s/%s %s/s", j->label ? j->label : "?",
 		 j->status_text ? j->status_text : "", a, b, c);
@@ -1238,7 +1253,7 @@ static void draw(struct progress *p, struct reg_job **jobs, size_t n, bool force
 		if (jobs[i]->state == 0 && jobs[i]->status_text == NULL)
 			snprintf(buf, sizeof(buf), "%s: Waiting", jobs[i]->label ? jobs[i]->label : "?");
 		else
-			job_line(jobs[i], p->start_ns[i], buf, sizeof(buf));
+			job_line(jobs[i], buf, sizeof(buf));
 		fprintf(p->f, "\r\033[K%s\n", buf);
 		lines++;
 	}
@@ -1246,12 +1261,12 @@ static void draw(struct progress *p, struct reg_job **jobs, size_t n, bool force
 	fflush(p->f);
 }
 
-static void finished_line(struct progress *p, struct reg_job *j, uint64_t start)
+static void finished_line(struct progress *p, struct reg_job *j)
 {
 	if (!p->f || p->tty || !j->show)
 		return;
 	char a[32], c[32];
-	double secs = (double)(kiln_now_ns() - start) / 1e9;
+	double secs = (double)(kiln_now_ns() - j->start_ns) / 1e9;
 	int64_t moved = j->bytes;
 	kiln_human_size(j->total < 0 ? 0 : j->total, a);
 	if (moved > 0 && secs > 0.001) {
@@ -1264,10 +1279,38 @@ static void finished_line(struct progress *p, struct reg_job *j, uint64_t start)
 	fflush(p->f);
 }
 
-int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const char *verb,
-		 struct kiln_err *err)
+/* Where a job goes after its request finished. */
+enum { J_QUEUE, J_BACKGROUND, J_DONE, J_FAIL };
+
+static int after_transfer(struct kiln_registry *r, struct reg_job *j, CURLcode cc, struct kiln_err *err)
 {
-	(void)verb;
+	struct reg_xfer *x = &j->x;
+	reg_xfer_done(x, cc);
+	j->bytes += x->moved;
+	j->not_before = 0;
+	unsigned delay = 0;
+	int step = next_step(r, x, true, &j->attempt, &delay);
+	if (step == STEP_AGAIN)
+		return J_QUEUE;
+	if (step == STEP_LATER) {
+		/* the job may resume rather than repeat (Range, upload status) */
+		if (j->retry && j->retry(j, err) < 0)
+			return J_FAIL;
+		j->not_before = kiln_now_ns() + (uint64_t)delay * 1000000ull;
+		return J_QUEUE;
+	}
+	if (x->sink_failed || cc != CURLE_OK) {
+		transport_error(x, err);
+		return J_FAIL;
+	}
+	int rc = j->done(j, err);
+	if (rc < 0)
+		return J_FAIL;
+	return rc == REG_JOB_BACKGROUND ? J_BACKGROUND : rc == REG_JOB_DONE ? J_DONE : J_QUEUE;
+}
+
+int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, struct kiln_err *err)
+{
 	if (n == 0)
 		return 0;
 	if (reg_ensure_ping(r, err) < 0)
@@ -1276,199 +1319,121 @@ int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const
 	if (!m)
 		return kiln_err_set(err, ENOMEM, "curl_multi_init");
 	struct progress p = {.f = r->opts.progress, .tty = r->opts.progress_tty};
-	p.start_ns = kiln_xcalloc(n, sizeof(uint64_t));
 	size_t next = 0, finished = 0;
-	int active = 0, inflight = 0;
+	int active = 0;                     /* started, not finished, not in the background */
 	bool failed = false;
 	for (size_t i = 0; i < n; i++)
 		jobs[i]->state = 0;
-	while (finished < n) {
+	while (finished < n && !failed) {
 		uint64_t now = kiln_now_ns();
 		/* start jobs */
 		while (!failed && next < n && active < r->max_parallel) {
 			struct reg_job *j = jobs[next++];
-			p.start_ns[next - 1] = now;
+			j->start_ns = now;
 			j->attempt = 0;
 			j->not_before = 0;
 			j->bytes = 0;
-			struct kiln_err e = {0};
-			int rc = j->start(j, &e);
+			int rc = j->start(j, err);
 			if (rc < 0) {
-				*err = e;
 				failed = true;
-				j->state = 3;
-				finished++;
 			} else if (rc == REG_JOB_DONE) {
 				j->state = 3;
 				finished++;
-				finished_line(&p, j, now);
+				finished_line(&p, j);
 			} else {
 				j->state = 1;
 				active++;
 			}
 		}
-		if (failed) {
-			/* stop: drop everything not yet finished */
-			for (size_t i = 0; i < n; i++) {
-				struct reg_job *j = jobs[i];
-				if (j->state == 2) {
-					curl_multi_remove_handle(m, j->x.easy);
-					inflight--;
-				}
-				if (j->state != 3 && j->state != 4 && (j->state != 0 || i < next)) {
-					j->state = 3;
-					finished++;
-				}
-			}
-			break;
-		}
-		/* queued jobs whose time has come go out */
+		/* queued requests whose time has come go out */
 		uint64_t wake = now + 200000000ull;
+		bool inflight = false, background = false;
 		for (size_t i = 0; i < next && !failed; i++) {
 			struct reg_job *j = jobs[i];
-			if (j->state != 1)
-				continue;
-			if (j->not_before > now) {
+			if (j->state == 1 && j->not_before > now) {
 				if (j->not_before < wake)
 					wake = j->not_before;
-				continue;
+			} else if (j->state == 1) {
+				if (reg_xfer_prepare(r, &j->x, err) < 0) {
+					failed = true;
+					break;
+				}
+				curl_multi_add_handle(m, j->x.easy);
+				j->state = 2;
 			}
-			struct kiln_err e = {0};
-			if (reg_xfer_prepare(r, &j->x, &e) < 0) {
-				*err = e;
-				failed = true;
-				break;
-			}
-			curl_multi_add_handle(m, j->x.easy);
-			j->state = 2;
-			inflight++;
+			inflight |= j->state == 2;
 		}
 		if (failed)
-			continue;
+			break;
 		int running = 0;
 		curl_multi_perform(m, &running);
 		CURLMsg *msg;
 		int left;
-		while ((msg = curl_multi_info_read(m, &left))) {
+		while (!failed && (msg = curl_multi_info_read(m, &left))) {
 			if (msg->msg != CURLMSG_DONE)
 				continue;
 			struct reg_xfer *x = NULL;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 			CURLcode cc = msg->data.result;
-			CURL *eh = msg->easy_handle;
-			curl_multi_remove_handle(m, eh);
-			inflight--;
-			struct reg_job *j = NULL;
-			size_t ji = 0;
-			for (size_t i = 0; i < next; i++)
-				if (&jobs[i]->x == x) {
-					j = jobs[i];
-					ji = i;
-				}
-			if (!j)
-				continue;
-			reg_xfer_done(x, cc);
-			j->bytes += x->moved;
-			struct kiln_err e = {0};
-			if (x->sink_failed) {
-				*err = x->sink_err;
-				failed = true;
-				j->state = 3;
-				finished++;
-				active--;
-				continue;
-			}
-			if (cc == CURLE_OK && x->status == 401 && reg_auth_on_401(r, x)) {
+			curl_multi_remove_handle(m, msg->easy_handle);
+			struct reg_job *j = (struct reg_job *)((char *)x - offsetof(struct reg_job, x));
+			switch (after_transfer(r, j, cc, err)) {
+			case J_QUEUE:
 				j->state = 1;
-				j->not_before = 0;
-				continue;
-			}
-			if (reg_xfer_transient(x) && j->attempt < r->retries) {
-				unsigned d = reg_xfer_retry_delay(x, j->attempt);
-				if (reg_debug())
-					fprintf(stderr, "kiln: %s %s: %s; retrying in %u ms\n", x->method, x->url,
-						x->rc ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->rc))
-						      : "server error", d);
-				j->attempt++;
-				if (j->retry && j->retry(j, &e) < 0) {
-					*err = e;
-					failed = true;
-					j->state = 3;
-					finished++;
-					active--;
-					continue;
-				}
-				j->not_before = kiln_now_ns() + (uint64_t)d * 1000000ull;
-				j->state = 1;
-				continue;
-			}
-			if (cc != CURLE_OK) {
-				kiln_err_set(err, 0, "%s %s: %s", x->method, x->url,
-					     x->errbuf[0] ? x->errbuf : curl_easy_strerror(cc));
-				failed = true;
-				j->state = 3;
-				finished++;
-				active--;
-				continue;
-			}
-			int rc = j->done(j, &e);
-			if (rc < 0) {
-				*err = e;
-				failed = true;
-				j->state = 3;
-				finished++;
-				active--;
-			} else if (rc == REG_JOB_BACKGROUND) {
+				break;
+			case J_BACKGROUND:
 				/* its slot is free for the next transfer meanwhile */
 				j->state = 4;
 				active--;
-			} else if (rc == REG_JOB_DONE) {
+				break;
+			case J_DONE:
 				j->state = 3;
 				finished++;
 				active--;
-				finished_line(&p, j, p.start_ns[ji]);
-			} else {
-				j->state = 1;
-				j->not_before = 0;
+				finished_line(&p, j);
+				break;
+			default:
+				j->state = 3;
+				failed = true;
+				break;
 			}
 		}
 		/* work finishing in the background */
-		bool background = false;
 		for (size_t i = 0; i < next && !failed; i++) {
 			struct reg_job *j = jobs[i];
 			if (j->state != 4)
 				continue;
-			struct kiln_err e = {0};
-			int rc = j->poll(j, &e);
+			int rc = j->poll(j, err);
 			if (rc == 1) {
 				background = true;
 			} else if (rc < 0) {
-				*err = e;
 				failed = true;
-				j->state = 3;
-				finished++;
 			} else {
 				j->state = 3;
 				finished++;
-				finished_line(&p, j, p.start_ns[i]);
+				finished_line(&p, j);
 			}
 		}
 		draw(&p, jobs, n, false);
 		if (finished >= n || failed)
-			continue;
+			break;
 		now = kiln_now_ns();
 		int timeout = wake > now ? (int)((wake - now) / 1000000ull) : 0;
 		if (timeout > 200)
 			timeout = 200;
 		if (background && timeout > 5)
 			timeout = 5;
-		if (inflight > 0)
+		if (inflight)
 			curl_multi_poll(m, NULL, 0, timeout, NULL);
 		else if (timeout > 0)
 			sleep_ms((unsigned)timeout);
 	}
+	/* on failure: requests still in flight are dropped; the callers clean
+	 * up their jobs (and join background work) */
+	for (size_t i = 0; i < next; i++)
+		if (jobs[i]->state == 2)
+			curl_multi_remove_handle(m, jobs[i]->x.easy);
 	draw(&p, jobs, n, true);
 	curl_multi_cleanup(m);
-	free(p.start_ns);
 	return failed ? -1 : 0;
 }

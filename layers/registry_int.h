@@ -150,6 +150,7 @@ struct reg_job {
 	uint64_t not_before;
 	int state;                  /* 0 waiting, 1 queued, 2 in flight, 3 finished, 4 background */
 	/* progress */
+	uint64_t start_ns;
 	const char *label;
 	int64_t total;
 	int64_t progress_base;      /* bytes done before the current attempt */
@@ -157,8 +158,7 @@ struct reg_job {
 	const char *status_text;
 	bool show;
 };
-int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, const char *verb,
-		 struct kiln_err *err);
+int reg_run_jobs(struct kiln_registry *r, struct reg_job **jobs, size_t n, struct kiln_err *err);
 
 /* Ensure the registry is pinged. */
 int reg_ensure_ping(struct kiln_registry *r, struct kiln_err *err);
