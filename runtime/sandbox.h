@@ -158,7 +158,18 @@ struct kiln_exit {
 /* Run the sandbox to completion.  Returns 0 when the program ran (its exit
  * status is in *exit, whatever it is) and -1 when the sandbox could not be set
  * up (err names the failed step; err->exit_code is 125, or 126/127 when the
- * program was not executable/not found).  Never hangs on a setup failure. */
+ * program was not executable/not found).  Never hangs on a setup failure
+ * (setup has a 60 s limit).
+ *
+ * Namespaces: mount, pid, uts, ipc, cgroup, net (unless host), user (when
+ * userns_size).  A cgroup of its own (beneath kiln's, per controller) only
+ * when a limit is set.  The program is exec'd through a sealed memfd
+ * trampoline, never from the kiln binary.  Safe to call from several threads
+ * at once (each call waits for its own child through a pidfd); SIGINT,
+ * SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2, SIGWINCH, SIGCONT and SIGALRM are
+ * blocked in the calling thread while it runs and forwarded to the
+ * container.  Env KILN_TEST_SETUP_PAUSE_MS (tests only) holds the finished
+ * process before its exec. */
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *exit,
 		     struct kiln_err *err);
 
