@@ -525,13 +525,43 @@ static int setup_dev(struct ctx *c, int rootfd, struct kiln_err *err)
 	if (devdir < 0)
 		return -1;
 	if (c->priv.host_devices) {
+		/* the host's device nodes, but a pts instance and a shm of its own */
 		int host = open("/dev", O_PATH | O_DIRECTORY | O_CLOEXEC);
 		int r = host < 0 ? kiln_err_set(err, errno, "opening host /dev")
 				 : bind_fd(host, devdir, true, false, err, "/dev (privileged)");
 		if (host >= 0)
 			close(host);
 		close(devdir);
-		return r;
+		if (r < 0)
+			return -1;
+		int d = openat(rootfd, "dev", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int pts = d < 0 ? -1 : openat(d, "pts", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int shm = d < 0 ? -1 : openat(d, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int m = pts < 0 ? -1 : fs_mount_at(pts, "devpts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
+						   MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err, "/dev/pts");
+		int m2 = shm < 0 ? -1 : fs_mount_at(shm, "tmpfs", "shm", "mode=1777,size=65536k",
+						    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err, "/dev/shm");
+		if (m2 >= 0)
+			close(m2);
+		/* /dev/ptmx of the host points at the host's devpts: use ours */
+		if (m >= 0) {
+			int ptmx = openat(d, "ptmx", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			int ours = openat(m, "ptmx", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			if (ptmx >= 0 && ours >= 0)
+				bind_fd(ours, ptmx, false, false, err, "/dev/ptmx");
+			if (ptmx >= 0)
+				close(ptmx);
+			if (ours >= 0)
+				close(ours);
+			close(m);
+		}
+		if (d >= 0)
+			close(d);
+		if (pts >= 0)
+			close(pts);
+		if (shm >= 0)
+			close(shm);
+		return (m < 0 || m2 < 0) ? -1 : 0;
 	}
 	int dev = fs_mount_at(devdir, "tmpfs", "tmpfs", "mode=755,size=65536k",
 			      MOUNT_ATTR_NOSUID | MOUNT_ATTR_STRICTATIME, err, "/dev");
