@@ -331,7 +331,7 @@ static int need_exactly_one(const struct kiln_df *df, const struct kiln_df_node 
 			    struct kiln_err *err)
 {
 	if (n->args.n != 1)
-		return kiln_df_errorf(df, n, err, "%s requires exactly one argument", name);
+		return kiln_df_errorf(df, n, err, "%s requires exactly one argument (quote or join the words into one)", name);
 	return 0;
 }
 
@@ -339,7 +339,7 @@ static int need_at_least_one(const struct kiln_df *df, const struct kiln_df_node
 			     struct kiln_err *err)
 {
 	if (n->args.n == 0)
-		return kiln_df_errorf(df, n, err, "%s requires at least one argument", name);
+		return kiln_df_errorf(df, n, err, "%s requires at least one argument (write %s VALUE)", name, name);
 	return 0;
 }
 
@@ -370,7 +370,7 @@ static int check_kv(const struct kiln_df *df, const struct kiln_df_node *n, cons
 		return kiln_df_errorf(df, n, err, "%s requires at least one argument (write %s NAME=VALUE)", name, name);
 	for (size_t i = 0; i < n->args.n; i += 3)
 		if (!n->args.v[i][0])
-			return kiln_df_errorf(df, n, err, "%s names can not be blank", name);
+			return kiln_df_errorf(df, n, err, "%s names can not be blank (write %s NAME=VALUE)", name, name);
 	return 0;
 }
 
@@ -408,7 +408,7 @@ static int check_healthcheck(const struct kiln_df *df, const struct kiln_df_node
 	int rc = 0;
 	if (!strcmp(typ, "NONE")) {
 		if (n->args.n != 1)
-			rc = kiln_df_errorf(df, n, err, "HEALTHCHECK NONE takes no arguments");
+			rc = kiln_df_errorf(df, n, err, "HEALTHCHECK NONE takes no arguments (remove what follows NONE)");
 		free(typ);
 		return rc;
 	}
@@ -423,7 +423,7 @@ static int check_healthcheck(const struct kiln_df *df, const struct kiln_df_node
 		rc = kiln_df_errorf(df, n, err, "Unknown type %s in HEALTHCHECK (try CMD)", q.data);
 		kiln_buf_free(&q);
 	} else if (n->args.n < 2) {
-		rc = kiln_df_errorf(df, n, err, "Missing command after HEALTHCHECK CMD");
+		rc = kiln_df_errorf(df, n, err, "Missing command after HEALTHCHECK CMD (write HEALTHCHECK CMD COMMAND)");
 	}
 	static const char *dflags[] = {"interval", "timeout", "start-period", "start-interval"};
 	for (int i = 0; rc == 0 && i < 4; i++)
@@ -436,7 +436,7 @@ static int check_healthcheck(const struct kiln_df *df, const struct kiln_df_node
 		if (!*r || *end || errno || val > INT32_MAX || val < INT32_MIN)
 			rc = kiln_df_errorf(df, n, err, "HEALTHCHECK --retries: strconv.ParseInt: parsing \"%s\": invalid syntax (use a whole number)", r);
 		else if (val < 0)
-			rc = kiln_df_errorf(df, n, err, "--retries cannot be negative (%lld)", val);
+			rc = kiln_df_errorf(df, n, err, "--retries cannot be negative (%lld; use 0 or more)", val);
 	}
 	kiln_flag_values_free(v, 5);
 	free(typ);
@@ -461,7 +461,7 @@ int kiln_df_check_node(const struct kiln_df *df, const struct kiln_df_node *n, s
 		if (best && best_d <= 2 && best_d < strlen(u))
 			rc = kiln_df_errorf(df, n, err, "unknown instruction: %s (did you mean %s?)", n->instr, best);
 		else
-			rc = kiln_df_errorf(df, n, err, "unknown instruction: %s", n->instr);
+			rc = kiln_df_errorf(df, n, err, "unknown instruction: %s (see the Dockerfile reference for the instructions kiln knows)", n->instr);
 		free(u);
 		return rc;
 	}
@@ -499,7 +499,7 @@ int kiln_df_check_node(const struct kiln_df *df, const struct kiln_df_node *n, s
 				struct kiln_buf q = {0};
 				kiln_df_quote(n->args.v[2], &q);
 				kiln_df_errorf(df, n, err,
-					       "invalid name for build stage: %s, name can't start with a number or contain symbols",
+					       "invalid name for build stage: %s, name can't start with a number or contain symbols (use letters, digits, -, _ and .)",
 					       q.data);
 				kiln_buf_free(&q);
 				return -1;
@@ -511,15 +511,15 @@ int kiln_df_check_node(const struct kiln_df *df, const struct kiln_df_node *n, s
 	}
 	if (!strcmp(i, "onbuild")) {
 		if (!n->onbuild)
-			return kiln_df_errorf(df, n, err, "ONBUILD requires at least one argument");
+			return kiln_df_errorf(df, n, err, "ONBUILD requires at least one argument (write ONBUILD INSTRUCTION ...)");
 		if (flags_only(df, n, err) < 0)
 			return -1;
 		const char *t = n->onbuild->instr_lower;
 		if (!strcmp(t, "onbuild"))
-			return kiln_df_errorf(df, n, err, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+			return kiln_df_errorf(df, n, err, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed (use one ONBUILD)");
 		if (!strcmp(t, "maintainer") || !strcmp(t, "from")) {
 			char *u = upper(t);
-			kiln_df_errorf(df, n, err, "%s isn't allowed as an ONBUILD trigger", u);
+			kiln_df_errorf(df, n, err, "%s isn't allowed as an ONBUILD trigger (use it directly in the stage)", u);
 			free(u);
 			return -1;
 		}
@@ -554,7 +554,7 @@ int kiln_df_check_node(const struct kiln_df *df, const struct kiln_df_node *n, s
 			size_t len = strlen(s);
 			kiln_go_trim_space(&s, &len);
 			if (len == 0)
-				return kiln_df_errorf(df, n, err, "VOLUME specified can not be an empty string");
+				return kiln_df_errorf(df, n, err, "VOLUME specified can not be an empty string (name a path)");
 		}
 		return 0;
 	}
@@ -570,14 +570,14 @@ int kiln_df_check_node(const struct kiln_df *df, const struct kiln_df_node *n, s
 			return -1;
 		for (size_t k = 0; k < n->args.n; k++)
 			if (n->args.v[k][0] == '=')
-				return kiln_df_errorf(df, n, err, "ARG names can not be blank");
+				return kiln_df_errorf(df, n, err, "ARG names can not be blank (write ARG NAME[=DEFAULT])");
 		return 0;
 	}
 	if (!strcmp(i, "shell")) {
 		if (flags_only(df, n, err) < 0)
 			return -1;
 		if (n->args.n == 0)
-			return kiln_df_errorf(df, n, err, "SHELL requires at least one argument");
+			return kiln_df_errorf(df, n, err, "SHELL requires at least one argument (write SHELL [\"executable\", \"parameters\"])");
 		if (!n->json)
 			return kiln_df_errorf(df, n, err,
 					      "SHELL requires the arguments to be in JSON form (write SHELL [\"executable\", \"parameters\"])");

@@ -798,16 +798,16 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 	case KILN_STEP_ENV:
 	case KILN_STEP_LABEL: {
 		if (a->n == 0) {
-			kiln_df_errorf(df, node, err, "%s requires at least one argument", kiln_step_kind_name(kind));
+			kiln_df_errorf(df, node, err, "%s requires at least one argument (write %s NAME=VALUE)", kiln_step_kind_name(kind), kiln_step_kind_name(kind));
 			goto out;
 		}
 		if (a->n % 3 != 0) {
-			kiln_df_errorf(df, node, err, "Bad input to %s, too many arguments", kiln_step_kind_name(kind));
+			kiln_df_errorf(df, node, err, "Bad input to %s, too many arguments (write %s NAME=VALUE ...)", kiln_step_kind_name(kind), kiln_step_kind_name(kind));
 			goto out;
 		}
 		for (size_t i = 0; i + 2 < a->n; i += 3) {
 			if (!*a->v[i]) {
-				kiln_df_errorf(df, node, err, "%s names can not be blank", kiln_step_kind_name(kind));
+				kiln_df_errorf(df, node, err, "%s names can not be blank (write %s NAME=VALUE)", kiln_step_kind_name(kind), kiln_step_kind_name(kind));
 				goto out;
 			}
 			kv_push(s, a->v[i], a->v[i + 1], true);
@@ -816,14 +816,14 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 	}
 	case KILN_STEP_ARG: {
 		if (a->n == 0) {
-			kiln_df_errorf(df, node, err, "ARG requires at least one argument");
+			kiln_df_errorf(df, node, err, "ARG requires at least one argument (write ARG NAME[=DEFAULT])");
 			goto out;
 		}
 		for (size_t i = 0; i < a->n; i++) {
 			const char *eq = strchr(a->v[i], '=');
 			if (eq) {
 				if (eq == a->v[i]) {
-					kiln_df_errorf(df, node, err, "ARG names can not be blank");
+					kiln_df_errorf(df, node, err, "ARG names can not be blank (write ARG NAME[=DEFAULT])");
 					goto out;
 				}
 				char *k = kiln_xstrndup(a->v[i], (size_t)(eq - a->v[i]));
@@ -837,7 +837,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 	}
 	case KILN_STEP_EXPOSE:
 		if (a->n == 0) {
-			kiln_df_errorf(df, node, err, "EXPOSE requires at least one argument");
+			kiln_df_errorf(df, node, err, "EXPOSE requires at least one argument (write EXPOSE PORT[/PROTOCOL])");
 			goto out;
 		}
 		for (size_t i = 0; i < a->n; i++)
@@ -847,7 +847,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 		break;
 	case KILN_STEP_VOLUME:
 		if (a->n == 0) {
-			kiln_df_errorf(df, node, err, "VOLUME requires at least one argument");
+			kiln_df_errorf(df, node, err, "VOLUME requires at least one argument (write VOLUME PATH)");
 			goto out;
 		}
 		for (size_t i = 0; i < a->n; i++) {
@@ -858,7 +858,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 			while (n && (b[n - 1] == ' ' || b[n - 1] == '\t' || b[n - 1] == '\n' || b[n - 1] == '\r'))
 				n--;
 			if (n == 0) {
-				kiln_df_errorf(df, node, err, "VOLUME specified can not be an empty string");
+				kiln_df_errorf(df, node, err, "VOLUME specified can not be an empty string (name a path)");
 				goto out;
 			}
 			kiln_strv_push_owned(&s->words, kiln_xstrndup(b, n));
@@ -869,7 +869,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 	case KILN_STEP_STOPSIGNAL:
 	case KILN_STEP_MAINTAINER:
 		if (a->n != 1) {
-			kiln_df_errorf(df, node, err, "%s requires exactly one argument", kiln_step_kind_name(kind));
+			kiln_df_errorf(df, node, err, "%s requires exactly one argument (quote or join the words into one)", kiln_step_kind_name(kind));
 			goto out;
 		}
 		s->value = kiln_xstrdup(a->v[0]);
@@ -882,25 +882,25 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 			kiln_strv_push(&s->words, a->v[i]);
 		if (kind == KILN_STEP_SHELL) {
 			if (a->n == 0) {
-				kiln_df_errorf(df, node, err, "SHELL requires at least one argument");
+				kiln_df_errorf(df, node, err, "SHELL requires at least one argument (write SHELL [\"executable\", \"parameters\"])");
 				goto out;
 			}
 			if (!node->json) {
-				kiln_df_errorf(df, node, err, "SHELL requires the arguments to be in JSON form");
+				kiln_df_errorf(df, node, err, "SHELL requires the arguments to be in JSON form (write SHELL [\"executable\", \"parameters\"])");
 				goto out;
 			}
 		}
 		break;
 	case KILN_STEP_HEALTHCHECK: {
 		if (a->n == 0) {
-			kiln_df_errorf(df, node, err, "HEALTHCHECK requires at least one argument");
+			kiln_df_errorf(df, node, err, "HEALTHCHECK requires at least one argument (write HEALTHCHECK CMD COMMAND or HEALTHCHECK NONE)");
 			goto out;
 		}
 		char *typ = upper_dup(a->v[0]);
 		if (!strcmp(typ, "NONE")) {
 			free(typ);
 			if (a->n != 1) {
-				kiln_df_errorf(df, node, err, "HEALTHCHECK NONE takes no arguments");
+				kiln_df_errorf(df, node, err, "HEALTHCHECK NONE takes no arguments (remove what follows NONE)");
 				goto out;
 			}
 			s->health.none = true;
@@ -913,7 +913,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 		}
 		free(typ);
 		if (a->n < 2) {
-			kiln_df_errorf(df, node, err, "Missing command after HEALTHCHECK CMD");
+			kiln_df_errorf(df, node, err, "Missing command after HEALTHCHECK CMD (write HEALTHCHECK CMD COMMAND)");
 			goto out;
 		}
 		s->health.exec = node->json;
@@ -930,11 +930,11 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 			errno = 0;
 			long long r = strtoll(rv->value, &end, 10);
 			if (errno || !end || *end || r > 0x7fffffffLL || r < -0x80000000LL) {
-				kiln_df_errorf(df, node, err, "invalid --retries value \"%s\"", rv->value);
+				kiln_df_errorf(df, node, err, "invalid --retries value \"%s\" (use a whole number)", rv->value);
 				goto out;
 			}
 			if (r < 0) {
-				kiln_df_errorf(df, node, err, "--retries cannot be negative (%lld)", r);
+				kiln_df_errorf(df, node, err, "--retries cannot be negative (%lld; use 0 or more)", r);
 				goto out;
 			}
 			s->health.retries = (int)r;
@@ -944,17 +944,17 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 	case KILN_STEP_ONBUILD: {
 		const struct kiln_df_node *t = node->onbuild;
 		if (!t || !t->instr_lower || !*t->instr_lower) {
-			kiln_df_errorf(df, node, err, "ONBUILD requires at least one argument");
+			kiln_df_errorf(df, node, err, "ONBUILD requires at least one argument (write ONBUILD INSTRUCTION ...)");
 			goto out;
 		}
 		char *tu = upper_dup(t->instr_lower);
 		if (!strcmp(tu, "ONBUILD")) {
-			kiln_df_errorf(df, node, err, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+			kiln_df_errorf(df, node, err, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed (use one ONBUILD)");
 			free(tu);
 			goto out;
 		}
 		if (!strcmp(tu, "FROM") || !strcmp(tu, "MAINTAINER")) {
-			kiln_df_errorf(df, node, err, "%s isn't allowed as an ONBUILD trigger", tu);
+			kiln_df_errorf(df, node, err, "%s isn't allowed as an ONBUILD trigger (use it directly in the stage)", tu);
 			free(tu);
 			goto out;
 		}
@@ -1231,7 +1231,7 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 		if (kiln_df_check_node(df, node, err) < 0)
 			goto out;
 		if (!is_from && !kind_from_name(lower, &kind)) {
-			kiln_df_errorf(df, node, err, "unknown instruction: %s", node->instr ? node->instr : lower);
+			kiln_df_errorf(df, node, err, "unknown instruction: %s (see the Dockerfile reference for the instructions kiln knows)", node->instr ? node->instr : lower);
 			goto out;
 		}
 
@@ -1242,7 +1242,7 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 				name = lower_dup(a->v[2]);
 				if (!valid_stage_name(name)) {
 					kiln_df_errorf(df, node, err,
-						       "invalid name for build stage: \"%s\", name can't start with a number or contain symbols",
+						       "invalid name for build stage: \"%s\", name can't start with a number or contain symbols (use letters, digits, -, _ and .)",
 						       a->v[2]);
 					free(name);
 					goto out;
@@ -1285,7 +1285,7 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 			}
 			if (!*cur->base) {
 				free(platform_raw);
-				kiln_df_errorf(df, node, err, "base name (%s) should not be blank", cur->base_raw);
+				kiln_df_errorf(df, node, err, "base name (%s) should not be blank (give the ARG a default or pass --build-arg)", cur->base_raw);
 				goto out;
 			}
 			if (platform_raw) {
@@ -1404,7 +1404,7 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 		}
 	}
 	if (plan->n_stages == 0) {
-		kiln_df_errorf(df, NULL, err, "dockerfile contains no stages to build");
+		kiln_df_errorf(df, NULL, err, "dockerfile contains no stages to build (add a FROM instruction)");
 		goto out;
 	}
 	for (size_t i = 0; i < plan->n_stages; i++)
@@ -1422,7 +1422,7 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 			}
 		free(tl);
 		if (!t) {
-			kiln_df_errorf(df, NULL, err, "target stage \"%s\" could not be found", target);
+			kiln_df_errorf(df, NULL, err, "target stage \"%s\" could not be found (name a stage given with FROM IMAGE AS NAME)", target);
 			goto out;
 		}
 		plan->target = t->index;

@@ -105,6 +105,46 @@ set +e
 set -e
 [ "$rc" -eq 1 ] && grep -q 'bad6:2: COPY requires at least two arguments' err || fail "COPY one arg: $rc $(cat err)"
 
+# A sample of bad Dockerfiles: each error is one line "kiln: FILE:LINE: what
+# (what to do)", exit 1, through "parse --check" and, for what the parser
+# itself refuses, through "kiln build" too.
+check_bad() { # file line substring [build]
+	set +e
+	"$KILN" parse --check -f "$1" > /dev/null 2> err; rc=$?
+	set -e
+	[ "$rc" -eq 1 ] || fail "$1: parse --check exit $rc, want 1"
+	[ "$(wc -l < err)" -eq 1 ] || fail "$1: not one line: $(cat err)"
+	grep -q "^kiln: $1:$2: " err || fail "$1: want line $2: $(cat err)"
+	grep -qF -- "$3" err || fail "$1: want [$3]: $(cat err)"
+	grep -q '(.*)' err || fail "$1: no hint on what to do: $(cat err)"
+	if [ "${4:-}" = build ]; then
+		mkdir -p "ctx-$1" && cp "$1" "ctx-$1/Dockerfile"
+		set +e
+		"$KILN" build -t bad:latest "ctx-$1" > /dev/null 2> berr; rc=$?
+		set -e
+		[ "$rc" -eq 1 ] || fail "$1: build exit $rc, want 1: $(cat berr)"
+		grep -q "^kiln: Dockerfile:$2: " berr || fail "$1: build message: $(cat berr)"
+	fi
+}
+printf 'FROM a\nRUN echo \\\n  more\nCOPYY a b\n' > e1; check_bad e1 4 "unknown instruction: COPYY (did you mean COPY?)" build
+printf '# escape=x\nFROM a\n' > e2; check_bad e2 1 "invalid escape token" build
+printf '# escape=`\n# escape=`\nFROM a\n' > e3; check_bad e3 2 "only one escape parser directive" build
+printf 'FROM a\nCOPY <<EOF /dst\nbody\n' > e4; check_bad e4 2 "unterminated heredoc" build
+printf 'FROM a\nENV\n' > e5; check_bad e5 2 "ENV requires at least one argument" build
+printf 'FROM a\nCMD ["a", 1]\n' > e6; check_bad e6 2 "" build
+printf 'FROM a\nHEALTHCHECK --retries=x CMD true\n' > e7; check_bad e7 2 "retries"
+printf 'FROM a\nONBUILD FROM b\n' > e8; check_bad e8 2 "isn't allowed as an ONBUILD trigger"
+printf 'FROM a AS one\nCOPY --from=two x y\nFROM b AS two\nRUN --mount=from=one,target=/m true\n' > e9
+check_bad e9 4 "circular dependency detected on stage: one"
+printf 'FROM a\nCOPY --from=3 x y\n' > e10; check_bad e10 2 "index out of bounds"
+printf 'FROM a\nCOPY x 3<<EOF\nb\nEOF\n' > e11; check_bad e11 2 "cannot accept a heredoc as a destination"
+printf 'ARG B\nFROM ${B}\n' > e12; check_bad e12 2 "should not be blank"
+printf 'FROM a AS 1x\n' > e13; check_bad e13 1 "invalid name for build stage"
+printf 'FROM a\nSHELL sh -c\n' > e14; check_bad e14 2 "JSON"
+# A forward reference is fine (BuildKit builds the later stage first).
+printf 'FROM a AS one\nCOPY --from=two x y\nFROM b AS two\n' > ok1
+"$KILN" parse --check -f ok1 > /dev/null || fail "forward --from reference refused"
+
 # --json prints valid JSON.
 "$KILN" parse --json > out.json || fail "--json failed"
 if command -v jq > /dev/null; then
