@@ -368,14 +368,26 @@ static int64_t read_key(const char *dir, const char *file, const char *key)
 	return v;
 }
 
-bool kiln_cgroup_oom_killed(const struct kiln_cgroup *cg)
+bool kiln_cgroup_oom_killed(const struct kiln_cgroup *cg, bool sigkilled)
 {
 	const char *d = cg->layout == KILN_CG_V2 ? dir_of(cg, "") : dir_of(cg, "memory");
 	if (!d)
 		return false;
 	if (cg->layout == KILN_CG_V2)
 		return read_key(d, "memory.events", "oom_kill") > 0;
-	return read_key(d, "memory.oom_control", "oom_kill") > 0;
+	int64_t n = read_key(d, "memory.oom_control", "oom_kill");
+	if (n >= 0)
+		return n > 0;
+	/* kernels before 4.13 have no oom_kill counter: the limit was hit and
+	 * the process died of SIGKILL */
+	if (!sigkilled)
+		return false;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/memory.failcnt", d);
+	char *text = NULL;
+	bool hit = kiln_read_file(path, 64, &text, NULL, NULL) == 0 && strtoll(text, NULL, 10) > 0;
+	free(text);
+	return hit;
 }
 
 static void kill_all(const char *dir)

@@ -35,7 +35,9 @@ struct kiln_cgroup {
 int kiln_cgroup_create(struct kiln_cgroup *cg, const char *id, const struct kiln_limits *lim,
 		       struct kiln_err *err);
 int kiln_cgroup_add(const struct kiln_cgroup *cg, pid_t pid, struct kiln_err *err);
-bool kiln_cgroup_oom_killed(const struct kiln_cgroup *cg);
+/* v2 memory.events oom_kill, v1 memory.oom_control oom_kill, else (old v1)
+ * memory.failcnt when the main process died of SIGKILL. */
+bool kiln_cgroup_oom_killed(const struct kiln_cgroup *cg, bool sigkilled);
 void kiln_cgroup_destroy(struct kiln_cgroup *cg);
 /* Put pid into every cgroup that target is in (kiln exec). */
 int kiln_cgroup_join_like(pid_t target, pid_t pid, struct kiln_err *err);

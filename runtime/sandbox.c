@@ -1838,7 +1838,7 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	}
 	free(em);
 	fill_exit(status, ex);
-	if (kiln_cgroup_oom_killed(&cg)) {
+	if (kiln_cgroup_oom_killed(&cg, ex->signal == SIGKILL || ex->code == 137)) {
 		ex->oom_killed = true;
 		ex->memory_limit = spec->limits.memory;
 		char sz[32];
