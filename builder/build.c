@@ -19,6 +19,7 @@
 #include "builder/build.h"
 #include "builder/cli.h"
 #include "builder/cache.h"
+#include "builder/remote_cache.h"
 #include "builder/context.h"
 #include "builder/copy.h"
 #include "builder/userdb.h"
@@ -416,6 +417,7 @@ static int cache_try(struct builder *b, struct bstage *st, const char *key, stru
 		l->size = rec.layers[i].size;
 	}
 	kiln_cache_record_free(&rec);
+	kiln_remote_cache_note(st->key, key);   /* --cache-to exports what the build used */
 	snprintf(st->key, sizeof(st->key), "%s", key);
 	(void)err;
 	return 1;
@@ -424,6 +426,7 @@ static int cache_try(struct builder *b, struct bstage *st, const char *key, stru
 static int cache_store(struct builder *b, struct bstage *st, const char *key, struct kiln_err *err)
 {
 	record_history_time(st->img);
+	kiln_remote_cache_note(st->key, key);
 	snprintf(st->key, sizeof(st->key), "%s", key);
 	struct kiln_cache_record rec = {0};
 	snprintf(rec.key, sizeof(rec.key), "%s", key);
