@@ -518,10 +518,8 @@ static void put_body(struct put_job *p, int64_t off, int64_t len)
 static char *digest_param(const char *location, const char *digest)
 {
 	/* the Location already carries ?_state=…: append with & */
-	char *esc = curl_easy_escape(NULL, digest, 0);
-	char *u = kiln_xasprintf("%s%cdigest=%s", location, strchr(location, '?') ? '&' : '?', esc);
-	curl_free(esc);
-	return u;
+	KILN_AUTOFREE char *esc = reg_url_escape(digest);
+	return kiln_xasprintf("%s%cdigest=%s", location, strchr(location, '?') ? '&' : '?', esc);
 }
 
 static void put_set(struct put_job *p, enum put_state st)
@@ -538,11 +536,9 @@ static void put_set(struct put_job *p, enum put_state st)
 		p->job.status_text = "Preparing";
 		break;
 	case P_MOUNT: {
-		char *d = curl_easy_escape(NULL, p->blob.digest, 0);
-		char *f = curl_easy_escape(NULL, p->mount_from, 0);
+		KILN_AUTOFREE char *d = reg_url_escape(p->blob.digest);
+		KILN_AUTOFREE char *f = reg_url_escape(p->mount_from);
 		path = kiln_xasprintf("/v2/%s/blobs/uploads/?mount=%s&from=%s", p->repo, d, f);
-		curl_free(d);
-		curl_free(f);
 		reg_xfer_set(r, x, "POST", path);
 		/* a cross-repository mount needs pull on the source too */
 		char *own = reg_scope_repo(p->repo, true);

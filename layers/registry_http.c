@@ -815,18 +815,14 @@ int reg_error(const struct reg_xfer *x, struct kiln_err *err, const char *fmt, .
 /* ------------------------------------------------------------------------- */
 /* Tokens                                                                      */
 
-static char *url_escape(const char *s)
+char *reg_url_escape(const char *s)
 {
-	struct kiln_buf b = {0};
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (isalnum(*p) || strchr("-._~", *p))
-			kiln_buf_putc(&b, (char)*p);
-		else
-			kiln_buf_printf(&b, "%%%02X", *p);
-	}
-	if (!b.data)
+	char *e = curl_easy_escape(NULL, s, 0);
+	if (!e)
 		return kiln_xstrdup("");
-	return kiln_buf_steal(&b);
+	char *out = kiln_xstrdup(e);
+	curl_free(e);
+	return out;
 }
 
 char *reg_scope_repo(const char *repo, bool push)
@@ -860,7 +856,7 @@ static int fetch_token(struct kiln_registry *r, const char *scope, char **out, u
 	char sep = strchr(r->realm, '?') ? '&' : '?';
 	struct kiln_buf form = {0};
 	if (r->service) {
-		char *s = url_escape(r->service);
+		char *s = reg_url_escape(r->service);
 		kiln_buf_printf(&url, "%cservice=%s", sep, s);
 		kiln_buf_printf(&form, "service=%s", s);
 		sep = '&';
@@ -872,7 +868,7 @@ static int fetch_token(struct kiln_registry *r, const char *scope, char **out, u
 		size_t n = strcspn(p, " ");
 		if (n) {
 			char *one = kiln_xstrndup(p, n);
-			char *s = url_escape(one);
+			char *s = reg_url_escape(one);
 			kiln_buf_printf(&url, "%cscope=%s", sep, s);
 			kiln_buf_printf(&form, "%sscope=%s", form.len ? "&" : "", s);
 			sep = '&';
@@ -886,7 +882,7 @@ static int fetch_token(struct kiln_registry *r, const char *scope, char **out, u
 	int rc;
 	if (r->creds.identity_token) {
 		/* OAuth2 refresh token grant */
-		char *t = url_escape(r->creds.identity_token);
+		char *t = reg_url_escape(r->creds.identity_token);
 		kiln_buf_printf(&form, "%sgrant_type=refresh_token&client_id=kiln&refresh_token=%s",
 				form.len ? "&" : "", t);
 		explicit_bzero(t, strlen(t));
@@ -897,7 +893,7 @@ static int fetch_token(struct kiln_registry *r, const char *scope, char **out, u
 		reg_xfer_body_mem(&x, form.data, form.len);
 	} else {
 		if (r->creds.username) {
-			char *a = url_escape(r->creds.username);
+			char *a = reg_url_escape(r->creds.username);
 			kiln_buf_printf(&url, "%caccount=%s", sep, a);
 			free(a);
 		}

@@ -123,6 +123,8 @@ int reg_do(struct kiln_registry *r, struct reg_xfer *x, bool retry, struct kiln_
 int reg_error(const struct reg_xfer *x, struct kiln_err *err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Percent-encoding for a URL parameter (malloc'd). */
+char *reg_url_escape(const char *s);
 /* Standard base64 with padding (malloc'd). */
 char *reg_base64(const void *data, size_t len);
 
