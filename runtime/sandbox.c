@@ -1182,8 +1182,11 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 		}
 		sigprocmask(SIG_SETMASK, &old, NULL);
 	}
+	/* a session of its own: the user's terminal signals reach kiln, which
+	 * forwards them once (docker's containers are never in the shell's
+	 * process group either) */
+	setsid();
 	if (slave >= 0) {
-		setsid();
 		if (ioctl(slave, TIOCSCTTY, 0) < 0) {
 			kiln_err_set(&err, errno, "setting the controlling terminal");
 			child_fail(sync, 125, &err);

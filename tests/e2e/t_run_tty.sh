@@ -47,6 +47,12 @@ timeout 30 script -qec "stty rows 30 cols 100; (sleep 1; stty rows 40 cols 120 <
 grep -q '30 100' "$work/out" || fail "initial window size: $(cat "$work/out")"
 grep -q '40 120' "$work/out" || fail "SIGWINCH not forwarded: $(cat "$work/out")"
 
+# ^C on the user's terminal (no -t): kiln forwards SIGINT once, the init
+# passes it to the program -> 130
+out=$( (sleep 1.5; printf '\003') | timeout 30 script -qec \
+	"$KILN run --rm --init --network none --rootfs $R sleep 20; echo rc=\$?" /dev/null)
+grep -q 'rc=130' <<<"$out" || fail "^C did not stop the container: $out"
+
 # the terminal is restored afterwards (raw mode undone)
 timeout 30 script -qec "stty -a > $work/before; printf 'exit\n' | true; $KILN run -it --rm --network none --rootfs $R true; stty -a > $work/after" \
 	/dev/null < /dev/null > /dev/null
