@@ -610,3 +610,56 @@ out:
 		kiln_err_wrap(err, "exporting the build cache to %s", name);
 	return rc;
 }
+
+/* ---- what kiln build calls -------------------------------------------------- */
+
+int kiln_remote_cache_list_add(struct kiln_remote_cache_list *l, const char *text, bool to,
+			       struct kiln_err *err)
+{
+	struct kiln_remote_cache_spec s;
+	if (kiln_remote_cache_parse(text, to, &s, err) < 0)
+		return -1;
+	l->v = kiln_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+	l->v[l->n++] = s;
+	return 0;
+}
+
+void kiln_remote_cache_list_free(struct kiln_remote_cache_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		kiln_remote_cache_spec_free(&l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+void kiln_remote_cache_import_all(const char *root, const struct kiln_remote_cache_list *from,
+				  bool no_cache, FILE *progress)
+{
+	kiln_remote_cache_reset();
+	for (size_t i = 0; !no_cache && i < from->n; i++) {
+		struct kiln_err e = {0};
+		if (kiln_remote_cache_import(root, &from->v[i], progress, &e) < 0) {
+			fprintf(stderr, "kiln: warning: %s\n", e.msg);
+			fflush(stderr);
+		}
+	}
+}
+
+int kiln_remote_cache_export_all(const char *root, const struct kiln_remote_cache_list *to,
+				 FILE *progress, struct kiln_err *err)
+{
+	for (size_t i = 0; i < to->n; i++) {
+		struct kiln_err e = {0};
+		if (kiln_remote_cache_export(root, &to->v[i], progress, &e) == 0)
+			continue;
+		if (to->v[i].ignore_error) {
+			fprintf(stderr, "kiln: warning: %s\n", e.msg);
+			fflush(stderr);
+			continue;
+		}
+		*err = e;
+		return -1;
+	}
+	return 0;
+}

@@ -110,4 +110,27 @@ int kiln_remote_cache_import(const char *root, const struct kiln_remote_cache_sp
 int kiln_remote_cache_export(const char *root, const struct kiln_remote_cache_spec *spec, FILE *progress,
 			     struct kiln_err *err);
 
+/* ---- what kiln build calls ---------------------------------------------- */
+
+/* The --cache-to or --cache-from values of one command (repeatable). */
+struct kiln_remote_cache_list {
+	struct kiln_remote_cache_spec *v;
+	size_t n;
+};
+/* Parse text (kiln_remote_cache_parse) and append it. */
+int kiln_remote_cache_list_add(struct kiln_remote_cache_list *l, const char *text, bool to,
+			       struct kiln_err *err);
+void kiln_remote_cache_list_free(struct kiln_remote_cache_list *l);
+#define KILN_REMOTE_CACHE_LIST_AUTO __attribute__((cleanup(kiln_remote_cache_list_free)))
+
+/* Before the build: import every --cache-from; a failure prints a warning
+ * ("kiln: warning: …" on stderr) and the build goes on.  Nothing is done
+ * with no_cache.  Forgets the keys noted by an earlier build. */
+void kiln_remote_cache_import_all(const char *root, const struct kiln_remote_cache_list *from,
+				  bool no_cache, FILE *progress);
+/* After a successful build: export to every --cache-to.  -1 on the first
+ * failure of a destination without ignore-error (those only warn). */
+int kiln_remote_cache_export_all(const char *root, const struct kiln_remote_cache_list *to,
+				 FILE *progress, struct kiln_err *err);
+
 #endif
