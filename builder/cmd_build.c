@@ -6,6 +6,7 @@
 
 #include "builder/build.h"
 #include "builder/cli.h"
+#include "builder/remote_cache.h"
 #include "layers/image.h"
 
 static void usage(FILE *f)
@@ -29,7 +30,9 @@ static void usage(FILE *f)
 		"      --progress MODE        auto, plain, tty or quiet\n"
 		"  -o, --output SPEC          also export: type=local,dest=DIR\n"
 		"      --secret id=ID,src=F   a secret for RUN --mount=type=secret\n"
-		"      --compression ALG      layer compression: gzip (default), zstd, none\n");
+		"      --compression ALG      layer compression: gzip (default), zstd, none\n"
+		"      --cache-to SPEC        export the build cache: type=registry,ref=R[,mode=min|max]\n"
+		"      --cache-from SPEC      import a build cache: type=registry,ref=R (or just R)\n");
 }
 
 /* "--name=value" / "--name value" / "-x value" / "-xvalue" */
@@ -62,6 +65,7 @@ int kiln_cmd_build(int argc, char **argv)
 	int rc = KILN_EXIT_OK;
 	bool bad = false;
 	struct kiln_err err = {0};
+	KILN_REMOTE_CACHE_LIST_AUTO struct kiln_remote_cache_list cache_to = {0}, cache_from = {0};
 	for (int i = 1; i < argc && !bad; i++) {
 		const char *a = argv[i];
 		const char *v;
@@ -126,6 +130,13 @@ int kiln_cmd_build(int argc, char **argv)
 			}
 		} else if ((v = optval(argc, argv, &i, "-o", "--output", &bad))) {
 			kiln_strv_push(&o.outputs, v);
+		} else if ((v = optval(argc, argv, &i, NULL, "--cache-to", &bad)) ||
+			   (v = optval(argc, argv, &i, NULL, "--cache-from", &bad))) {
+			if (kiln_remote_cache_list_add(strstr(a, "--cache-to") ? &cache_to : &cache_from, v,
+						       strstr(a, "--cache-to") != NULL, &err) < 0) {
+				kiln_err_print(&err);
+				bad = true;
+			}
 		} else if ((v = optval(argc, argv, &i, NULL, "--secret", &bad))) {
 			kiln_strv_push(&o.secrets, v);
 		} else if ((v = optval(argc, argv, &i, NULL, "--compression", &bad))) {
@@ -154,7 +165,10 @@ int kiln_cmd_build(int argc, char **argv)
 	}
 	o.context = path;
 	char id[KILN_DIGEST_MAX];
-	if (kiln_build(&o, id, &err) < 0) {
+	FILE *cache_progress = o.quiet || o.progress == KILN_PROGRESS_QUIET ? NULL : stderr;
+	kiln_remote_cache_import_all(o.root, &cache_from, o.no_cache, cache_progress);
+	if (kiln_build(&o, id, &err) < 0 ||
+	    kiln_remote_cache_export_all(o.root, &cache_to, cache_progress, &err) < 0) {
 		kiln_err_print(&err);
 		rc = err.exit_code ? err.exit_code : KILN_EXIT_FAIL;
 	} else if (o.quiet) {
