@@ -53,6 +53,56 @@ rows+=("$(measure "kiln run --rm (bridge network) --rootfs" "$KILN" run --rm --r
 rows+=("$(measure "kiln run --rm --network none -m 64m (own cgroup)" "$KILN" run --rm --network none -m 64m --rootfs "$R" true)")
 rows+=("$(measure "kiln version (process start alone)" "$KILN" version)")
 
+# the sandbox alone: kiln_sandbox_run in a loop inside one process, built
+# from the objects next to the binary (when they are there)
+obj=$(dirname "$KILN")/obj
+src=$(cd "$here/../.." && pwd)
+if [ -d "$obj/runtime" ] && command -v cc >/dev/null; then
+	cat > "$W/loop.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include "common/util.h"
+#include "runtime/sandbox.h"
+static int cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+int main(int argc, char **argv)
+{
+	int n = atoi(argv[2]);
+	char *av[] = {"true", NULL};
+	uint64_t *ts = calloc((size_t)n, sizeof(*ts));
+	for (int i = -3; i < n; i++) {
+		struct kiln_sandbox_spec s;
+		kiln_sandbox_spec_init(&s);
+		s.rootfs = argv[1];
+		s.argv = av;
+		struct kiln_exit ex;
+		struct kiln_err err = {0};
+		uint64_t t0 = kiln_now_ns();
+		if (kiln_sandbox_run(&s, &ex, &err) < 0 || ex.code != 0) {
+			fprintf(stderr, "%s\n", err.msg);
+			return 1;
+		}
+		if (i >= 0)
+			ts[i] = kiln_now_ns() - t0;
+	}
+	qsort(ts, (size_t)n, sizeof(*ts), cmp);
+	double med = n % 2 ? ts[n / 2] : (ts[n / 2 - 1] + ts[n / 2]) / 2.0;
+	printf("| kiln_sandbox_run in-process (no process start; --network none) | %.1f ms | %.1f ms | %.1f ms |\n",
+	       med / 1e6, ts[0] / 1e6, ts[n - 1] / 1e6);
+	return 0;
+}
+C
+	objs=$(find "$obj" -name '*.o' ! -name main.o)
+	if cc -std=gnu11 -D_GNU_SOURCE -I"$src" -O2 -o "$W/loop" "$W/loop.c" $objs \
+		$(pkg-config --libs libarchive libcrypto jansson libcurl libcap libbtrfsutil libseccomp libmnl) \
+		-lpthread 2>/dev/null; then
+		rows+=("$("$W/loop" "$R" "$RUNS")")
+	fi
+fi
+
 if command -v crun >/dev/null || command -v runc >/dev/null; then
 	(cd "$W/bundle" && (crun spec 2>/dev/null || runc spec)) >/dev/null
 	jq --arg r "$R" '.root.path=$r | .process.args=["true"] | .process.terminal=false' \
