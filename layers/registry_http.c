@@ -539,7 +539,10 @@ static void apply_common(struct kiln_registry *r, struct reg_xfer *x)
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
+	/* a large receive buffer is faster, but libcurl 7.88 then ignores
+	 * CURLOPT_MAX_RECV_SPEED_LARGE: keep the default when limiting */
+	if (!r->limit_rate)
+		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
 	curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
 	if (r->opts.tls == KILN_TLS_INSECURE) {
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
