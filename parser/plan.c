@@ -1370,9 +1370,10 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 		cur->n_steps++;
 		/* the graph */
 		if ((kind == KILN_STEP_COPY || kind == KILN_STEP_ADD) && s->copy.from) {
-			/* --from=$VAR: resolved here with the global ARGs (best
-			 * effort; the builder may resolve again with the stage's
-			 * environment) */
+			/* --from=$VAR: resolved here with the global ARGs only
+			 * (BuildKit does not expand --from at all); a builder that
+			 * expands it with the stage's environment resolves the
+			 * result again with kiln_plan_resolve_from */
 			char *ref = NULL;
 			struct kiln_err e2 = {0};
 			if (!strchr(s->copy.from, '$') ||

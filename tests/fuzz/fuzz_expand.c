@@ -54,6 +54,21 @@ static void fuzz_plan(const char *text, size_t len)
 		if (!j)
 			__builtin_trap();
 		json_decref(j);
+		/* the builder's re-resolution agrees with the plan for every
+		 * --from without variables (the plan has no cycle) */
+		for (size_t i = 0; i < plan->n_stages; i++) {
+			const struct kiln_stage *st = &plan->stages[i];
+			for (size_t k = 0; k < st->n_steps; k++) {
+				const struct kiln_step *s = &st->steps[k];
+				if ((s->kind != KILN_STEP_COPY && s->kind != KILN_STEP_ADD) || !s->copy.from ||
+				    strchr(s->copy.from, '$'))
+					continue;
+				int idx = -2;
+				if (kiln_plan_resolve_from(plan, (int)i, s->copy.from, &idx, &err) < 0 ||
+				    idx != s->copy.from_stage)
+					__builtin_trap();
+			}
+		}
 		kiln_plan_free(plan);
 	} else if (!err.msg[0] || plan) {
 		__builtin_trap();
