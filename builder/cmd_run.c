@@ -923,7 +923,9 @@ int kiln_cmd_run(int argc, char **argv)
 			iso_now(st.finished, sizeof(st.finished));
 			if (have_image && o.rm)
 				run_image_free(&ri, true);
-			if (o.rm)
+			/* a start that failed stays recorded for `kiln run` to report
+			 * (it removes a --rm container itself then) */
+			if (o.rm && st.started[0])
 				kiln_rm_rf(cdir, NULL);
 			else
 				kiln_container_save(kiln_global.root, &st, &e2);
@@ -954,6 +956,8 @@ int kiln_cmd_run(int argc, char **argv)
 				kiln_err_set(&err, 0, "%s", j ? json_string_value(json_object_get(j, "log")) : "container failed to start");
 				json_decref(j);
 				free(text);
+				if (o.rm)
+					kiln_rm_rf(cdir, NULL);
 				goto fail;
 			}
 			if (strcmp(now.status, "created") != 0)

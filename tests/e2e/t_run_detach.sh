@@ -91,6 +91,12 @@ set +e
 set -e
 [ $rc -eq 127 ] || fail "run -d of a missing program: exit $rc"
 grep -q 'executable file not found' "$work/err" || fail "run -d failure message: $(cat "$work/err")"
+n_before=$(ls "$KILN_ROOT/containers" | wc -l)
+set +e
+"$KILN" run -d --rm --network none --rootfs "$R" no-such-program 2>/dev/null; rc=$?
+set -e
+[ $rc -eq 127 ] || fail "run -d --rm of a missing program: exit $rc"
+[ "$(ls "$KILN_ROOT/containers" | wc -l)" = "$n_before" ] || fail "run -d --rm left a failed container behind"
 
 # --- -p: an echo server published on the host
 port=$(( 40000 + RANDOM % 20000 ))
