@@ -2,8 +2,8 @@
 # Faults: a blob whose digest does not match or that is longer than the
 # manifest says, a manifest that is also an index (all rejected, store left clean), a
 # 500 on one request (retried), a transfer broken half-way (resumed with
-# Range), and a registry killed in the middle of a push and restarted (the
-# push completes, nothing is corrupt).
+# Range), and a registry killed in the middle of a push or a pull and
+# restarted (the transfer completes, nothing is corrupt).
 set -eu
 . "$KILN_SRC/tests/e2e/lib/registry.sh"
 for t in docker-registry jq python3 skopeo; do
@@ -115,5 +115,20 @@ for mode in chunked monolithic; do
 	KILN_ROOT=$W/r-$mode "$KILN" pull -q "$REG_ADDR/fault/big-$mode:1" >/dev/null || fail "$mode: pull back"
 	KILN_ROOT=$W/r-$mode "$KILN" fsck >/dev/null || fail "$mode: fsck of the pulled copy"
 done
+# --- the registry dies in the middle of a pull and comes back: resumed
+KILN_DEBUG=1 KILN_REGISTRY_LIMIT_RATE=6m KILN_ROOT=$W/r-pullkill \
+	"$KILN" pull -q "$REG_ADDR/fault/big-chunked:1" >"$W/pull.out" 2>&1 &
+pull_pid=$!
+sleep 1.5
+kill -0 $pull_pid 2>/dev/null || { cat "$W/pull.out"; fail "pull ended before the registry was killed"; }
+reg_kill
+sleep 1
+REG_PORT=$port reg_start "$W/reg"
+set +e
+wait $pull_pid; rc=$?
+set -e
+[ "$rc" = 0 ] || { cat "$W/pull.out"; fail "pull did not survive a registry restart (exit $rc)"; }
+grep -q "retrying" "$W/pull.out" || { cat "$W/pull.out"; fail "the pull was never interrupted"; }
+KILN_ROOT=$W/r-pullkill "$KILN" fsck >/dev/null || fail "fsck after a pull across a registry restart"
 "$KILN" fsck >/dev/null || fail "fsck of the pushing store"
 echo "registry faults ok"
