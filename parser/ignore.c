@@ -503,13 +503,13 @@ static int add_pattern(struct kiln_ignore *ig, const char *raw, struct kiln_err 
 	if (c[0] == '!') {
 		if (c[1] == 0) {
 			free(c);
-			return kiln_err_set(err, 0, "illegal exclusion pattern: \"!\"");
+			return kiln_err_set(err, 0, "illegal exclusion pattern: \"!\" (write !PATTERN to re-include paths)");
 		}
 		excl = true;
 		body = c + 1;
 	}
 	if (!valid_pattern(body)) {
-		kiln_err_set(err, 0, "syntax error in pattern: %s", c);
+		kiln_err_set(err, 0, "syntax error in pattern: %s (close every [ and do not end with a lone \\)", c);
 		free(c);
 		return -1;
 	}
