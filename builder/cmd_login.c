@@ -62,6 +62,24 @@ static char *prompt(const char *what, bool echo)
 	return line;
 }
 
+/* Check the credentials against the registry (no retries: a wrong password
+ * is an answer). */
+static int verify(const char *host, const struct kiln_registry_opts *base, const char *user,
+		  const char *pass, struct kiln_err *err)
+{
+	struct kiln_registry_opts o = *base;
+	kiln_registry_opts_from_env(&o);
+	o.username = user;
+	o.password = pass;
+	o.retries = -1;
+	struct kiln_registry *r = NULL;
+	int rc = kiln_registry_open(host, &o, &r, err);
+	if (rc == 0)
+		rc = kiln_registry_check_login(r, err);
+	kiln_registry_close(r);
+	return rc;
+}
+
 int kiln_cmd_login(int argc, char **argv)
 {
 	struct kiln_registry_opts o = {0};
@@ -112,6 +130,23 @@ int kiln_cmd_login(int argc, char **argv)
 	if (pass)
 		fprintf(stderr, "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n");
 	KILN_AUTOFREE char *host = kiln_registry_server_host(server ? server : "docker.io");
+	if (!user && !pass && !pass_stdin) {
+		/* as docker: stored credentials are checked again, no prompt */
+		struct kiln_registry_creds c;
+		struct kiln_err lerr = {0};
+		if (kiln_registry_creds_lookup(host, &c, &lerr) == 0 && c.username && c.password) {
+			printf("Authenticating with existing credentials...\n");
+			int rc = verify(host, &o, c.username, c.password, &lerr);
+			kiln_registry_creds_free(&c);
+			if (rc == 0) {
+				printf("Login Succeeded\n");
+				return 0;
+			}
+			fprintf(stderr, "kiln: stored credentials for %s are not valid: %s\n", host, lerr.msg);
+		} else {
+			kiln_registry_creds_free(&c);
+		}
+	}
 	KILN_AUTOFREE char *user_buf = NULL;
 	char *pass_buf = NULL;
 	if (!user) {
@@ -144,16 +179,8 @@ int kiln_cmd_login(int argc, char **argv)
 		free(pass_buf);
 		return KILN_EXIT_FAIL;
 	}
-	kiln_registry_opts_from_env(&o);
-	o.username = user;
-	o.password = pass;
-	o.retries = -1;
 	struct kiln_err err = {0};
-	struct kiln_registry *r = NULL;
-	int rc = kiln_registry_open(host, &o, &r, &err);
-	if (rc == 0)
-		rc = kiln_registry_check_login(r, &err);
-	kiln_registry_close(r);
+	int rc = verify(host, &o, user, pass, &err);
 	if (rc == 0)
 		rc = kiln_registry_creds_save(host, user, pass, &err);
 	if (pass_buf) {

@@ -43,6 +43,10 @@ auth=$(jq -r --arg h "$REG_ADDR" '.auths[$h].auth' "$DOCKER_CONFIG/config.json")
 
 "$KILN" push -q busybox:latest "$REG_ADDR/e2e/bb:1"
 KILN_ROOT=$W/root2 "$KILN" pull -q "$REG_ADDR/e2e/bb:1" >/dev/null
+# without -u: the stored credentials are checked, nothing is asked
+out=$("$KILN" login "$REG_ADDR" </dev/null)
+echo "$out" | grep -q "Authenticating with existing credentials" && echo "$out" | grep -q "Login Succeeded" ||
+	fail "login with stored credentials: $out"
 KILN_ROOT=$W/root2 "$KILN" fsck >/dev/null
 
 # -p works too and warns
