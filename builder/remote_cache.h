@@ -14,8 +14,8 @@
  * record the build used or wrote (all stages).
  *
  * Import reads the manifest and config, validates every record (key and
- * digest syntax, diff_ids equal to the config's rootfs, layer listed in the
- * manifest), downloads the layer blobs the chosen records need into the store
+ * digest syntax, known layer media types, each layer listed in the manifest
+ * with the same size), downloads the layer blobs the chosen records need into the store
  * (digest- and size-verified, blobs already present are skipped) and writes
  * the records into <root>/cache/records atomically.  A local record with
  * present blobs that is as new as the remote one is kept.  A missing
