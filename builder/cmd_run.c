@@ -481,6 +481,7 @@ static int run_image_prepare(const char *ref, const char *id, struct run_image *
 
 struct logger {
 	int fds[2];
+	int echo[2];         /* foreground: also copy to these (our stdout/stderr), or -1 */
 	int logfd;
 	pthread_t th;
 	bool started;
@@ -548,6 +549,8 @@ static void *logger_main(void *arg)
 					log_line(lg->logfd, names[i], pend[i].data, pend[i].len);
 				continue;
 			}
+			if (lg->echo[i] >= 0)
+				kiln_write_all(lg->echo[i], buf, (size_t)n);
 			kiln_buf_append(&pend[i], buf, (size_t)n);
 			char *start = pend[i].data, *nl;
 			while ((nl = memchr(start, '\n', pend[i].len - (size_t)(start - pend[i].data)))) {
@@ -884,6 +887,7 @@ int kiln_cmd_run(int argc, char **argv)
 			dup2(nul, 1);
 			dup2(nul, 2);
 			struct sup s = {.root = kiln_global.root, .st = &st};
+			s.lg.echo[0] = s.lg.echo[1] = -1;
 			s.lg.logfd = logfd;
 			s.lg.fds[0] = outp[0];
 			s.lg.fds[1] = errp[0];
@@ -982,14 +986,53 @@ int kiln_cmd_run(int argc, char **argv)
 	/* a recorded foreground container: this process is its supervisor */
 	struct sup fg = {.root = kiln_global.root, .st = &st};
 	fg.lg.fds[0] = fg.lg.fds[1] = fg.lg.logfd = -1;
+	fg.lg.echo[0] = fg.lg.echo[1] = -1;
 	fg.close_after_start[0] = fg.close_after_start[1] = -1;
 	if (record) {
 		spec.on_start = sup_on_start;
 		spec.on_start_arg = &fg;
 		spec.on_running = sup_on_running;
 		spec.on_running_arg = &fg;
+		/* without a tty, output goes through pipes into the log as well
+		 * (`kiln logs` works for attached containers, like docker's) */
+		int op[2], ep[2];
+		char *logp = kiln_xasprintf("%s/log", cdir);
+		int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		free(logp);
+		if (!o.tty && logfd >= 0 && pipe2(op, O_CLOEXEC) == 0) {
+			if (pipe2(ep, O_CLOEXEC) == 0) {
+				fg.lg.logfd = logfd;
+				fg.lg.fds[0] = op[0];
+				fg.lg.fds[1] = ep[0];
+				fg.lg.echo[0] = 1;
+				fg.lg.echo[1] = 2;
+				fg.close_after_start[0] = op[1];
+				fg.close_after_start[1] = ep[1];
+				spec.stdout_fd = op[1];
+				spec.stderr_fd = ep[1];
+				logfd = -1;
+			} else {
+				close(op[0]);
+				close(op[1]);
+			}
+		}
+		if (logfd >= 0)
+			close(logfd);
 	}
-	if (kiln_sandbox_run(&spec, &ex, &err) < 0) {
+	int sr = kiln_sandbox_run(&spec, &ex, &err);
+	for (int i = 0; i < 2; i++)
+		if (fg.close_after_start[i] >= 0) {
+			close(fg.close_after_start[i]);
+			fg.close_after_start[i] = -1;
+		}
+	if (fg.lg.started)
+		pthread_join(fg.lg.th, NULL);
+	for (int i = 0; i < 2; i++)
+		if (fg.lg.fds[i] >= 0)
+			close(fg.lg.fds[i]);
+	if (fg.lg.logfd >= 0)
+		close(fg.lg.logfd);
+	if (sr < 0) {
 		rc = err.exit_code ? err.exit_code : KILN_EXIT_SETUP;
 		if (record) {
 			st.exit_code = rc;

@@ -85,6 +85,13 @@ id3=$("$KILN" run -d --rm --network none --rootfs "$R" true)
 for i in $(seq 50); do [ -d "$KILN_ROOT/containers/$id3" ] || break; sleep 0.1; done
 [ ! -d "$KILN_ROOT/containers/$id3" ] || fail "--rm detached container not removed"
 
+# --- an attached (foreground) container is logged too
+out=$("$KILN" run --network none --name attached --rootfs "$R" sh -c 'echo to-out; echo to-err >&2' 2>"$work/err")
+[ "$out" = to-out ] && grep -qx to-err "$work/err" || fail "attached output: '$out' / $(cat "$work/err")"
+[ "$("$KILN" logs attached 2>/dev/null)" = to-out ] || fail "logs of an attached container"
+[ "$("$KILN" logs attached 2>&1 >/dev/null)" = to-err ] || fail "logs stderr of an attached container"
+"$KILN" rm attached >/dev/null
+
 # --- a detached start that fails reports it like a foreground one
 set +e
 "$KILN" run -d --network none --rootfs "$R" no-such-program 2>"$work/err"; rc=$?
