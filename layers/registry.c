@@ -624,6 +624,14 @@ static int put_start(struct reg_job *j, struct kiln_err *err)
 	return REG_JOB_NEXT;
 }
 
+/* The upload session is gone (404, or 400 BLOB_UPLOAD_* after a registry
+ * restart with another secret)? */
+static bool upload_lost(const struct reg_xfer *x)
+{
+	return x->status == 404 ||
+	       (x->status == 400 && x->resp.data && strstr(x->resp.data, "BLOB_UPLOAD_"));
+}
+
 static int put_restart(struct put_job *p, struct kiln_err *err)
 {
 	if (++p->restarts > 3)
@@ -641,8 +649,6 @@ static int put_done(struct reg_job *j, struct kiln_err *err)
 	case P_HEAD:
 		if (s == 200) {
 			j->status_text = "Layer already exists";
-			j->progress_base = p->blob.size;
-			x->moved = 0;
 			return REG_JOB_DONE;
 		}
 		if (s != 404)
@@ -656,7 +662,6 @@ static int put_done(struct reg_job *j, struct kiln_err *err)
 		if (s == 201) {
 			snprintf(p->status, sizeof(p->status), "Mounted from %s", p->mount_from);
 			j->status_text = p->status;
-			j->progress_base = p->blob.size;
 			return REG_JOB_DONE;
 		}
 		if (s == 202 && take_location(p)) {
@@ -682,11 +687,9 @@ static int put_done(struct reg_job *j, struct kiln_err *err)
 				return kiln_err_set(err, 0, "pushing blob %s: the registry stored %s", p->blob.digest,
 						    x->docker_digest);
 			j->status_text = "Pushed";
-			j->progress_base = p->blob.size;
-			x->moved = 0;
 			return REG_JOB_DONE;
 		}
-		if (s == 404 || s == 400)
+		if (upload_lost(x))
 			return put_restart(p, err);
 		return reg_error(x, err, "pushing blob %s to %s/%s", p->blob.digest, p->r->host, p->repo);
 	case P_PATCH:
@@ -701,7 +704,7 @@ static int put_done(struct reg_job *j, struct kiln_err *err)
 			put_set(p, P_STATUS);
 			return REG_JOB_NEXT;
 		}
-		if (s == 404 || s == 400)
+		if (upload_lost(x))
 			return put_restart(p, err);
 		return reg_error(x, err, "pushing blob %s to %s/%s", p->blob.digest, p->r->host, p->repo);
 	case P_STATUS:
