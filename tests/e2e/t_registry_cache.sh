@@ -145,6 +145,21 @@ grep -q "kiln/none:x: not found" "$work/c2.log" || { cat "$work/c2.log"; fail "m
 KILN_ROOT=$ROOT_C "$KILN" push -q busybox "$REG_ADDR/kiln/plain:1" >/dev/null 2>&1 || fail "push busybox"
 build "$ROOT_C" "$work/c3.log" --cache-from "type=registry,ref=$REG_ADDR/kiln/plain:1"
 grep -q "warning: .*not a kiln build cache" "$work/c3.log" || { cat "$work/c3.log"; fail "a plain image was taken as a cache"; }
+# a registry that serves corrupted layers poisons nothing: the import fails
+# (digest mismatch), no record is written, every step runs
+ROOT_D=$work/rootD
+mkdir -p "$ROOT_D" "$work/fake/blobs"
+KILN_ROOT=$ROOT_D "$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
+curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+	"http://$REG_ADDR/v2/kiln/cache/manifests/main" > "$work/fake/manifest.json"
+for d in $(jq -r '.config.digest, .layers[].digest' "$work/fake/manifest.json"); do
+	curl -sf "http://$REG_ADDR/v2/kiln/cache/blobs/$d" > "$work/fake/blobs/$d"
+done
+reg_fake_start "$work/fake" baddigest
+build "$ROOT_D" "$work/d.log" --cache-from "type=registry,ref=$FAKE_ADDR/kiln/cache:main"
+reg_fake_stop
+grep -q "warning: importing the build cache.*digest mismatch" "$work/d.log" || { cat "$work/d.log"; fail "corrupt cache layers not reported"; }
+[ "$(count '^#[0-9]* CACHED' "$work/d.log")" = 0 ] || { cat "$work/d.log"; fail "a corrupt cache gave cache hits"; }
 # bad specs are usage errors
 set +e
 KILN_ROOT=$ROOT_C "$KILN" build --cache-to "type=local,dest=/tmp/x" "$ctx" >/dev/null 2>&1; r1=$?
@@ -162,7 +177,7 @@ set -e
 grep -q "exporting the build cache" "$work/e1" || { cat "$work/e1"; fail "export failure message"; }
 [ "$r2" = 0 ] || { cat "$work/e2"; fail "ignore-error=true: exit $r2, want 0"; }
 
-for r in "$ROOT_A" "$ROOT_B" "$ROOT_C"; do
+for r in "$ROOT_A" "$ROOT_B" "$ROOT_C" "$ROOT_D"; do
 	KILN_ROOT=$r "$KILN" fsck >/dev/null 2>&1 || { KILN_ROOT=$r "$KILN" fsck; fail "fsck of $r"; }
 done
 echo "ok"
