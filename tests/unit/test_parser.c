@@ -497,6 +497,9 @@ static void test_directives(void **state)
 	expect_dump("# comment\n# escape=`\nFROM a\nRUN a \\\nb\n", "(from \"a\")\n(run \"a b\")\n");
 	expect_dump("\n# escape=`\nFROM a\nRUN a \\\nb\n", "(from \"a\")\n(run \"a b\")\n");
 	expect_dump("FROM a\n# escape=`\nRUN a \\\nb\n", "(from \"a\")\n(run \"a b\")\n");
+	/* Leading blanks before '#' are trimmed first, as for every line, so an
+	 * indented directive still counts (BuildKit's processLine). */
+	expect_dump("  \t# escape = `\nFROM a\nENV k `\nv\n", "(from \"a\")\n(env \"k\" \"v\" \"\")\n");
 	/* An unknown directive ends the directives. */
 	df = parse_ok("# foo=bar\n# escape=`\nFROM a\n");
 	assert_int_equal(df->escape, '\\');
