@@ -197,6 +197,24 @@ int kiln_container_inspect_cmd(const char *name)
 	json_object_set_new(o, "State", state);
 	json_object_set_new(o, "Image", json_string(st.image));
 	json_object_set_new(o, "Name", json_string(st.name[0] ? st.name : ""));
+	/* the address kiln wrote into the container's /etc/hosts (bridge) */
+	char ip[64] = "";
+	char *hp = kiln_xasprintf("%s/containers/%s/hosts", root, st.id);
+	char *hosts = NULL;
+	if (kiln_read_file(hp, 1 << 16, &hosts, NULL, NULL) == 0) {
+		char *last = NULL;
+		for (char *q = strtok(hosts, "\n"); q; q = strtok(NULL, "\n"))
+			last = q;
+		if (last && !strncmp(last, "10.", 3))
+			snprintf(ip, sizeof(ip), "%.*s", (int)strcspn(last, "\t "), last);
+	}
+	free(hosts);
+	free(hp);
+	json_t *ns = json_object();
+	json_object_set_new(ns, "IPAddress", json_string(ip));
+	json_object_set_new(ns, "Gateway", json_string(ip[0] ? "10.213.37.1" : ""));
+	json_object_set_new(ns, "Ports", json_string(st.ports));
+	json_object_set_new(o, "NetworkSettings", ns);
 	json_t *hc = json_object();
 	json_object_set_new(hc, "AutoRemove", json_boolean(st.auto_remove));
 	json_object_set_new(o, "HostConfig", hc);

@@ -119,7 +119,11 @@ done
 [ "$got" = foo ] || fail "echo server via -p: got '$got'"
 got=$(echo bar | timeout 3 "$BB" nc 127.0.0.1 $port 2>/dev/null || true)
 [ "$got" = bar ] || fail "second connection: got '$got'"
-"$KILN" exec echo ip addr show eth0 | grep -q 'inet 10\.213\.37\.' || fail "bridge address"
+ip=$("$KILN" exec echo ip -4 addr show eth0 | sed -n 's/.*inet \(10\.213\.37\.[0-9]*\).*/\1/p')
+[ -n "$ip" ] || fail "bridge address"
+"$KILN" inspect echo | grep -q "\"IPAddress\": \"$ip\"" || fail "inspect IPAddress"
+got=$(echo direct | timeout 3 "$BB" nc "$ip" 50000 2>/dev/null || true)
+[ "$got" = direct ] || fail "the container's address is not reachable from the host: '$got'"
 "$KILN" rm -f echo >/dev/null
 sleep 0.3
 "$BB" nc -z 127.0.0.1 $port 2>/dev/null && fail "port still published after rm -f"
