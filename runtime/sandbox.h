@@ -99,6 +99,10 @@ struct kiln_sandbox_spec {
 	const char *user;            /* "uid[:gid]" or "name[:group]" from the image's /etc/passwd,group; NULL = root */
 	const char *hostname;        /* NULL = the first 12 characters of the id */
 
+	/* Mounted after /proc, /sys, /dev, in order.  Missing targets are
+	 * created beneath the rootfs (symlinks resolve inside it); for RUN steps
+	 * (KILN_ORIGIN_BUILD) the created stubs are removed afterwards when they
+	 * are still the same empty entries (security.md item 11). */
 	const struct kiln_mount *mounts;
 	size_t n_mounts;
 
