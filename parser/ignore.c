@@ -539,12 +539,17 @@ int kiln_ignore_from_patterns(char *const *patterns, size_t n, struct kiln_ignor
 	return 0;
 }
 
-/* ignorefile.ReadAll: one cleaned pattern per useful line. */
-static void read_all(const char *text, size_t len, struct kiln_strv *out)
+/* ignorefile.ReadAll: one cleaned pattern per useful line.  When lines is
+ * not NULL it receives the 1-based line of each pattern (malloc'd). */
+static void read_all(const char *text, size_t len, struct kiln_strv *out, int **lines)
 {
 	size_t i = 0;
 	bool first = true;
+	int lineno = 0;
+	if (lines)
+		*lines = NULL;
 	while (i < len) {
+		lineno++;
 		size_t j = i;
 		while (j < len && text[j] != '\n')
 			j++;
@@ -594,18 +599,41 @@ static void read_all(const char *text, size_t len, struct kiln_strv *out)
 			pat = x;
 		}
 		kiln_strv_push_owned(out, pat);
+		if (lines) {
+			*lines = kiln_xrealloc(*lines, out->n * sizeof(int));
+			(*lines)[out->n - 1] = lineno;
+		}
 	}
+}
+
+/* Parse ignore-file text; errors are "<name>:<line>: <what> (<hint>)". */
+static int parse_named(const char *text, size_t len, const char *name, struct kiln_ignore **out,
+		       struct kiln_err *err)
+{
+	struct kiln_strv pats = {0};
+	int *lines = NULL;
+	read_all(text ? text : "", text ? len : 0, &pats, &lines);
+	struct kiln_ignore *ig = kiln_xcalloc(1, sizeof(*ig));
+	int r = 0;
+	for (size_t i = 0; i < pats.n; i++) {
+		if (add_pattern(ig, pats.v[i], err) < 0) {
+			kiln_err_wrap(err, "%s:%d", name, lines[i]);
+			kiln_ignore_free(ig);
+			ig = NULL;
+			r = -1;
+			break;
+		}
+	}
+	free(lines);
+	kiln_strv_free(&pats);
+	if (r == 0)
+		*out = ig;
+	return r;
 }
 
 int kiln_ignore_parse(const char *text, size_t len, struct kiln_ignore **out, struct kiln_err *err)
 {
-	struct kiln_strv pats = {0};
-	read_all(text ? text : "", text ? len : 0, &pats);
-	int r = kiln_ignore_from_patterns(pats.v, pats.n, out, err);
-	kiln_strv_free(&pats);
-	if (r < 0)
-		return kiln_err_wrap(err, "parsing .dockerignore");
-	return 0;
+	return parse_named(text, len, ".dockerignore", out, err);
 }
 
 static int try_load(int dirfd, const char *path, struct kiln_ignore **out, bool *found, struct kiln_err *err)
@@ -624,11 +652,9 @@ static int try_load(int dirfd, const char *path, struct kiln_ignore **out, bool 
 	if (r < 0)
 		return kiln_err_wrap(err, "read %s", path);
 	*found = true;
-	r = kiln_ignore_parse(data, len, out, err);
+	r = parse_named(data, len, path, out, err);
 	free(data);
-	if (r < 0)
-		return kiln_err_wrap(err, "%s", path);
-	return 0;
+	return r;
 }
 
 static int load(int ctx_fd, const char *context_dir, const char *dockerfile_path, struct kiln_ignore **out,

@@ -21,7 +21,8 @@
 struct kiln_ignore;
 
 /* Parse the text of a .dockerignore file.  Fails on a malformed pattern
- * ("syntax error in pattern") or a lone "!". */
+ * ("syntax error in pattern") or a lone "!", as ".dockerignore:<line>: ..."
+ * (kiln_ignore_load names the file it read instead). */
 int kiln_ignore_parse(const char *text, size_t len, struct kiln_ignore **out, struct kiln_err *err);
 
 /* Build from a list of patterns as given (e.g. COPY --exclude values): each

@@ -141,6 +141,12 @@ printf 'FROM a\nCOPY x 3<<EOF\nb\nEOF\n' > e11; check_bad e11 2 "cannot accept a
 printf 'ARG B\nFROM ${B}\n' > e12; check_bad e12 2 "should not be blank"
 printf 'FROM a AS 1x\n' > e13; check_bad e13 1 "invalid name for build stage"
 printf 'FROM a\nSHELL sh -c\n' > e14; check_bad e14 2 "JSON"
+# A bad .dockerignore names its file and line too.
+mkdir ictx && printf 'FROM a\n' > ictx/Dockerfile && printf 'a\n# c\n!\n' > ictx/.dockerignore
+set +e
+"$KILN" build -t bad:latest ictx > /dev/null 2> berr; rc=$?
+set -e
+[ "$rc" -eq 1 ] && grep -q 'ictx/.dockerignore:3: illegal exclusion pattern' berr || fail ".dockerignore error: $rc $(cat berr)"
 # A forward reference is fine (BuildKit builds the later stage first).
 printf 'FROM a AS one\nCOPY --from=two x y\nFROM b AS two\n' > ok1
 "$KILN" parse --check -f ok1 > /dev/null || fail "forward --from reference refused"

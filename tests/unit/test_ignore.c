@@ -84,6 +84,9 @@ static void test_errors(void **state)
 	struct kiln_err err = {0};
 	assert_int_equal(kiln_ignore_parse("a\n!\n", 4, &ig, &err), -1);
 	assert_non_null(strstr(err.msg, "illegal exclusion pattern"));
+	/* the message names the line (comments and blank lines count) */
+	assert_int_equal(kiln_ignore_parse("# c\n\nok\n  b[\n", 14, &ig, &err), -1);
+	assert_non_null(strstr(err.msg, ".dockerignore:4: syntax error in pattern: b["));
 	assert_int_equal(kiln_ignore_parse("! \n", 3, &ig, &err), -1);
 	assert_int_equal(kiln_ignore_parse("[a-\n", 4, &ig, &err), -1);
 	assert_non_null(strstr(err.msg, "syntax error in pattern"));
