@@ -9,6 +9,12 @@
  * RUN steps run in runtime/sandbox.h with origin BUILD; their network is the
  * host's unless --network none is given (documented default, as `docker build`
  * with the classic builder).
+ *
+ * Known limits: COPY --link is a normal copy; COPY does not copy xattrs;
+ * RUN --mount=type=bind,rw is refused; cache mounts ignore sharing= (always
+ * shared); ADD takes one URL per instruction and no git URLs; --output
+ * supports local, tar, oci, docker and image; --platform linux/amd64 only.
+ * RUN steps run under a small init (PID 1 is not the step's shell).
  */
 #ifndef KILN_BUILDER_BUILD_H
 #define KILN_BUILDER_BUILD_H
