@@ -155,12 +155,15 @@ if [ "${BENCH_WRITE:-}" = 1 ]; then
 
 $table
 
-What the rows mean: \\`kiln version\\` is the cost of starting the kiln binary at all (it links 49 shared
-libraries, most of them pulled in by libcurl; relocation dominates), paid by every kiln command; the
-sandbox itself is the difference to the first row.  The crun row runs inside a private mount namespace
-that hides the empty cgroup2 mount (crun refuses hybrid cgroups); the row below it is that wrapper's own
-cost.  Without limits kiln leaves the container in its own cgroup: moving a task into a new v1 cgroup
-waits for an RCU grace period (the \\`-m 64m\\` row).  The machine is shared; compare rows of one run only.
+What the rows mean: \`kiln version\` is the cost of starting the kiln binary at all (49 shared
+libraries, pulled in mostly by libcurl (krb5, ldap, gnutls, ...) and libarchive (libxml2, ICU);
+relocation dominates), paid by every kiln command.  The in-process row is the sandbox alone
+(kiln_sandbox_run in a loop): namespaces, mounts, masks, seccomp, caps, exec, wait.  The crun row
+runs inside a private mount namespace that hides the empty cgroup2 mount (crun refuses hybrid
+cgroups); the row below it is that wrapper's own cost.  Without limits kiln leaves the container in
+its own cgroup (the pid namespace holds its processes): moving a task into a new v1 cgroup waits for
+an RCU grace period (the \`-m 64m\` row).  The machine is shared and was busy (see the load):
+compare rows of one run only.
 "
 	python3 - "$res" "$section" <<'PY'
 import re, sys
