@@ -450,8 +450,128 @@ static void say(FILE *f, const char *fmt, ...)
 	fflush(f);
 }
 
-static int do_import(const char *root, struct kiln_store *store, struct conn *c, const char *name,
-		     FILE *progress, struct kiln_err *err)
+/* ---- lazily fetched layers ----------------------------------------------------
+ * Import writes the records at once but downloads no layer: the builder asks
+ * kiln_remote_cache_fetch for a blob a hit needs and is missing.  The table
+ * lives for the process (one build). */
+
+struct source {
+	char *ref;
+	enum kiln_tls_mode tls;
+	struct conn c;
+	bool open, broken;
+};
+struct pending {
+	struct kiln_registry_blob blob;
+	char media_type[128];
+	size_t src;
+	bool failed;
+};
+static struct source *g_src;
+static size_t g_n_src;
+static struct pending *g_pend;
+static size_t g_n_pend, g_cap_pend;
+static int64_t g_fetched_bytes;
+static size_t g_fetched;
+
+static void pending_clear(void)
+{
+	for (size_t i = 0; i < g_n_src; i++) {
+		if (g_src[i].open)
+			conn_close(&g_src[i].c);
+		free(g_src[i].ref);
+	}
+	free(g_src);
+	free(g_pend);
+	g_src = NULL;
+	g_pend = NULL;
+	g_n_src = g_n_pend = g_cap_pend = 0;
+	g_fetched = 0;
+	g_fetched_bytes = 0;
+}
+
+static size_t source_add(const struct kiln_remote_cache_spec *spec)
+{
+	static bool registered;
+	if (!registered) {
+		atexit(pending_clear);
+		registered = true;
+	}
+	for (size_t i = 0; i < g_n_src; i++)
+		if (!strcmp(g_src[i].ref, spec->ref))
+			return i;
+	g_src = kiln_xrealloc(g_src, (g_n_src + 1) * sizeof(*g_src));
+	memset(&g_src[g_n_src], 0, sizeof(*g_src));
+	g_src[g_n_src].ref = kiln_xstrdup(spec->ref);
+	g_src[g_n_src].tls = spec->tls;
+	return g_n_src++;
+}
+
+static void pending_add(const struct kiln_cache_layer *l, size_t src)
+{
+	for (size_t i = 0; i < g_n_pend; i++)
+		if (!strcmp(g_pend[i].blob.digest, l->digest))
+			return;
+	if (g_n_pend == g_cap_pend) {
+		g_cap_pend = g_cap_pend ? 2 * g_cap_pend : 32;
+		g_pend = kiln_xrealloc(g_pend, g_cap_pend * sizeof(*g_pend));
+	}
+	struct pending *p = &g_pend[g_n_pend++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->blob.digest, sizeof(p->blob.digest), "%s", l->digest);
+	p->blob.size = l->size;
+	snprintf(p->media_type, sizeof(p->media_type), "%s", l->media_type);
+	p->src = src;
+}
+
+bool kiln_remote_cache_fetch(struct kiln_store *store, const char *digest)
+{
+	struct pending *p = NULL;
+	for (size_t i = 0; i < g_n_pend && !p; i++)
+		if (!strcmp(g_pend[i].blob.digest, digest))
+			p = &g_pend[i];
+	if (!p || p->failed)
+		return false;
+	struct source *src = &g_src[p->src];
+	struct kiln_err e = {0};
+	int rc = -1;
+	if (src->broken) {
+		p->failed = true;
+		return false;
+	}
+	if (!src->open) {
+		struct kiln_remote_cache_spec spec = {.ref = src->ref, .tls = src->tls};
+		if (conn_open(&spec, &src->c, &e) == 0)
+			src->open = true;
+		else
+			src->broken = true;
+	}
+	if (src->open) {
+		p->blob.media_type = p->media_type;
+		rc = kiln_registry_blob_get_to_store(src->c.reg, store, src->c.ref.path, &p->blob, 1, &e);
+	}
+	if (rc < 0 || !kiln_store_blob_exists(store, digest)) {
+		p->failed = true;
+		KILN_AUTOFREE char *name = kiln_ref_familiarize(src->ref);
+		fprintf(stderr, "kiln: warning: fetching cache layer %s from %s: %s\n", digest, name,
+			e.msg[0] ? e.msg : "not stored");
+		fflush(stderr);
+		return false;
+	}
+	g_fetched++;
+	g_fetched_bytes += p->blob.size;
+	return true;
+}
+
+void kiln_remote_cache_fetch_stats(size_t *layers, int64_t *bytes)
+{
+	*layers = g_fetched;
+	*bytes = g_fetched_bytes;
+}
+
+static int do_import(const char *root, struct kiln_store *store, struct conn *c,
+		     const struct kiln_remote_cache_spec *spec, const char *name, FILE *progress,
+		     struct kiln_err *err)
 {
 	char *data = NULL, *mt = NULL, *cfg = NULL;
 	size_t len = 0, cfg_len = 0;
@@ -459,8 +579,6 @@ static int do_import(const char *root, struct kiln_store *store, struct conn *c,
 	json_t *m = NULL;
 	struct kiln_cache_record *recs = NULL;
 	size_t n = 0, invalid = 0;
-	struct kiln_registry_blob *need = NULL;
-	size_t n_need = 0;
 	int rc = -1;
 	const char *reference = c->ref.digest ? c->ref.digest : c->ref.tag;
 	if (kiln_registry_manifest_get(c->reg, c->ref.path, reference, &data, &len, &mt, dg, err) < 0) {
@@ -487,47 +605,26 @@ static int do_import(const char *root, struct kiln_store *store, struct conn *c,
 	json_t *mlayers = json_object_get(m, "layers");
 	if (kiln_remote_cache_decode(cfg, cfg_len, mlayers, &recs, &n, &invalid, err) < 0)
 		goto out;
-	/* the blobs the wanted records lack */
-	need = kiln_xcalloc(json_array_size(mlayers) + 1, sizeof(*need));
-	size_t wanted = 0;
-	int64_t bytes = 0;
+	/* write the wanted records now; their missing layers are fetched when a
+	 * step hits (kiln_remote_cache_fetch) */
+	size_t src = source_add(spec), written = 0, missing = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (!kiln_remote_cache_wanted(root, store, &recs[i]))
 			continue;
-		wanted++;
-		for (size_t k = 0; k < recs[i].n_layers; k++) {
-			const struct kiln_cache_layer *l = &recs[i].layers[k];
-			if (kiln_store_blob_exists(store, l->digest))
-				continue;
-			bool dup = false;
-			for (size_t x = 0; x < n_need && !dup; x++)
-				dup = !strcmp(need[x].digest, l->digest);
-			if (dup || n_need >= json_array_size(mlayers))
-				continue;
-			snprintf(need[n_need].digest, sizeof(need[n_need].digest), "%s", l->digest);
-			need[n_need].size = l->size;
-			need[n_need].media_type = l->media_type;
-			bytes += l->size;
-			n_need++;
-		}
-	}
-	if (n_need && kiln_registry_blob_get_to_store(c->reg, store, c->ref.path, need, n_need, err) < 0)
-		goto out;
-	size_t written = 0;
-	for (size_t i = 0; i < n; i++) {
-		int w = kiln_remote_cache_store_record(root, store, &recs[i], err);
-		if (w < 0)
+		for (size_t k = 0; k < recs[i].n_layers; k++)
+			if (!kiln_store_blob_exists(store, recs[i].layers[k].digest)) {
+				pending_add(&recs[i].layers[k], src);
+				missing++;
+			}
+		if (kiln_cache_put(root, &recs[i], err) < 0)
 			goto out;
-		written += (size_t)w;
+		written++;
 	}
-	char hs[32];
-	kiln_human_size(bytes, hs);
-	say(progress, "importing cache manifest from %s: %zu records, %zu imported, %zu layers downloaded (%s)%s",
-	    name, n, written, n_need, hs, invalid ? " (some invalid records ignored)" : "");
-	(void)wanted;
+	say(progress, "importing cache manifest from %s: %zu records, %zu imported%s%s", name, n, written,
+	    missing ? " (layers are fetched when a step hits)" : "",
+	    invalid ? " (some invalid records ignored)" : "");
 	rc = 0;
 out:
-	free(need);
 	kiln_remote_cache_records_free(recs, n);
 	json_decref(m);
 	free(cfg);
@@ -546,7 +643,7 @@ int kiln_remote_cache_import(const char *root, const struct kiln_remote_cache_sp
 	struct conn c;
 	int rc = conn_open(spec, &c, err);
 	if (rc == 0) {
-		rc = do_import(root, store, &c, name, progress, err);
+		rc = do_import(root, store, &c, spec, name, progress, err);
 		conn_close(&c);
 	}
 	kiln_store_close(store);
@@ -633,6 +730,7 @@ void kiln_remote_cache_import_all(const char *root, const struct kiln_remote_cac
 				  bool no_cache, FILE *progress)
 {
 	kiln_remote_cache_reset();
+	pending_clear();
 	for (size_t i = 0; !no_cache && i < from->n; i++) {
 		struct kiln_err e = {0};
 		if (kiln_remote_cache_import(root, &from->v[i], progress, &e) < 0) {

@@ -15,11 +15,13 @@
  *
  * Import reads the manifest and config, validates every record (key and
  * digest syntax, known layer media types, each layer listed in the manifest
- * with the same size), downloads the layer blobs the chosen records need into the store
- * (digest- and size-verified, blobs already present are skipped) and writes
- * the records into <root>/cache/records atomically.  A local record with
- * present blobs that is as new as the remote one is kept.  A missing
- * snapshot is re-created from the blob by the builder on first use.
+ * with the same size) and writes the records into <root>/cache/records
+ * atomically.  A local record with present blobs that is as new as the remote
+ * one is kept.  Layers are fetched lazily: when a step hits a record whose
+ * blob is missing, the builder calls kiln_remote_cache_fetch, which downloads
+ * it into the store (digest- and size-verified) from the cache it came from;
+ * so only the layers of steps that hit are downloaded.  A missing snapshot is
+ * re-created from the blob by the builder on first use.
  * Import failures are warnings (the build runs without the cache); export
  * failures fail the command unless ignore-error=true.
  *
@@ -102,6 +104,14 @@ bool kiln_remote_cache_wanted(const char *root, struct kiln_store *store,
  * Returns 1 written, 0 skipped, -1 error. */
 int kiln_remote_cache_store_record(const char *root, struct kiln_store *store,
 				   const struct kiln_cache_record *rec, struct kiln_err *err);
+
+/* The builder's hook on a hit whose layer blob is missing: download it from
+ * the imported cache that named it.  True when the blob is now in the store;
+ * false when no imported cache names it or the download failed (a warning
+ * is printed once; the step then runs). */
+bool kiln_remote_cache_fetch(struct kiln_store *store, const char *digest);
+/* Layers and bytes fetched so far in this process. */
+void kiln_remote_cache_fetch_stats(size_t *layers, int64_t *bytes);
 
 /* The whole import/export.  progress (may be NULL) gets one or two lines.
  * import returns 0 also when R does not exist yet (a line says so). */

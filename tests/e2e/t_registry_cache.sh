@@ -52,13 +52,13 @@ build() { # ROOT LOG ARGS...
 		-t cache-test "$ctx" > "$log" 2>&1 || { cat "$log"; fail "build $*"; }
 }
 count() { grep -c "$1" "$2" || true; }
-step_state() { # LOG TEXT → CACHED | DONE | ?
-	local n
-	n=$(grep -F "] $2" "$1" | head -1 | sed 's/^#\([0-9]*\) .*/\1/')
-	[ -n "$n" ] || { echo "?"; return; }
-	# DONE first: a nested stage's step shares its number with the COPY --from
-	# that started it, whose CACHED line may follow
-	if grep -q "^#$n DONE" "$1"; then echo DONE; elif grep -q "^#$n CACHED" "$1"; then echo CACHED; else echo "?"; fi
+step_state() { # LOG TEXT → CACHED | DONE | ?  (the first state line of that
+	# step's number after its header: a nested stage's step shares its number
+	# with the COPY --from that started it)
+	awk -v t="] $2" '
+		!n && index($0, t) { n = $1; next }
+		n && $1 == n && ($2 == "CACHED" || $2 == "DONE") { print $2; found = 1; exit }
+		END { if (!found) print "?" }' "$1"
 }
 image_id() { KILN_ROOT=$1 "$KILN" inspect cache-test | jq -r '.[0].Id'; }
 # main stage: 8 steps after FROM; tools stage: 1 step
@@ -67,13 +67,14 @@ STEPS=9
 # ---- root A: build and export (mode=max) ----------------------------------
 mkdir -p "$ROOT_A" "$ROOT_B" "$ROOT_C"
 KILN_ROOT=$ROOT_A "$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
-build "$ROOT_A" "$work/a.log" --cache-to "type=registry,ref=$CACHE,mode=max"
+build "$ROOT_A" "$work/a.log" --cache-to "type=registry,ref=$CACHE,mode=max" \
+	--cache-to "type=registry,ref=$REG_ADDR/kiln/cache:max,mode=max"
 [ "$(count '^#[0-9]* CACHED' "$work/a.log")" = 0 ] || fail "root A had cache hits on its first build"
 grep -q "exporting cache to .*kiln/cache:main: $STEPS records" "$work/a.log" ||
 	{ cat "$work/a.log"; fail "export did not report $STEPS records"; }
 idA=$(image_id "$ROOT_A")
 
-# what the registry holds: an OCI manifest with the kiln cache config
+# what the registry holds: an OCI manifest with the kiln cache config (two tags: --cache-to repeats)
 curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 	"http://$REG_ADDR/v2/kiln/cache/manifests/main" > "$work/manifest.json" || fail "no cache manifest in the registry"
 [ "$(jq -r .config.mediaType "$work/manifest.json")" = application/vnd.kiln.buildcache.config.v1+json ] ||
@@ -112,7 +113,7 @@ out=$(KILN_ROOT=$ROOT_B "$KILN" run --rm --network none cache-test sh -c 'cat /b
 
 # a second import into B changes nothing (local records are as new)
 build "$ROOT_B" "$work/b2.log" --cache-from "type=registry,ref=$CACHE"
-grep -q "$STEPS records, 0 imported, 0 layers downloaded" "$work/b2.log" || { cat "$work/b2.log"; fail "re-import rewrote records"; }
+grep -q "$STEPS records, 0 imported$" "$work/b2.log" || { cat "$work/b2.log"; fail "re-import rewrote records"; }
 
 # ---- a changed context file re-runs only what depends on it ----------------
 echo TWO > "$ctx/b.txt"
@@ -145,21 +146,46 @@ grep -q "kiln/none:x: not found" "$work/c2.log" || { cat "$work/c2.log"; fail "m
 KILN_ROOT=$ROOT_C "$KILN" push -q busybox "$REG_ADDR/kiln/plain:1" >/dev/null 2>&1 || fail "push busybox"
 build "$ROOT_C" "$work/c3.log" --cache-from "type=registry,ref=$REG_ADDR/kiln/plain:1"
 grep -q "warning: .*not a kiln build cache" "$work/c3.log" || { cat "$work/c3.log"; fail "a plain image was taken as a cache"; }
-# a registry that serves corrupted layers poisons nothing: the import fails
-# (digest mismatch), no record is written, every step runs
+# layers are fetched lazily: a root whose a.txt differs hits the steps
+# before COPY a.txt (and the tools stage) and never downloads later layers
 ROOT_D=$work/rootD
-mkdir -p "$ROOT_D" "$work/fake/blobs"
+mkdir -p "$ROOT_D"
 KILN_ROOT=$ROOT_D "$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
+cp -a "$ctx" "$work/ctx2"
+echo uno > "$work/ctx2/a.txt"
+KILN_ROOT=$ROOT_D "$KILN" build --progress plain --secret id=tok,src="$work/secret.txt" \
+	--cache-from "type=registry,ref=$REG_ADDR/kiln/cache:max" -t lazy "$work/ctx2" > "$work/d.log" 2>&1 ||
+	{ cat "$work/d.log"; fail "lazy build"; }
+[ "$(step_state "$work/d.log" "RUN echo base")" = CACHED ] || { cat "$work/d.log"; fail "lazy: RUN echo base not cached"; }
+[ "$(step_state "$work/d.log" "RUN echo tool")" = CACHED ] || { cat "$work/d.log"; fail "lazy: RUN echo tool not cached"; }
+[ "$(step_state "$work/d.log" "COPY a.txt")" = DONE ] || { cat "$work/d.log"; fail "lazy: COPY a.txt cached with another a.txt"; }
+curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+	"http://$REG_ADDR/v2/kiln/cache/manifests/max" > "$work/max.json"
+curl -sf "http://$REG_ADDR/v2/kiln/cache/blobs/$(jq -r .config.digest "$work/max.json")" > "$work/maxcfg.json"
+catlayer=$(jq -r '.records[] | select(.config.history[-1].created_by | test("cat /a.txt")) | .layers[-1].digest' "$work/maxcfg.json")
+baselayer=$(jq -r '.records[] | select(.config.history[-1].created_by | test("echo base")) | .layers[-1].digest' "$work/maxcfg.json")
+[ "$(printf '%s\n' "$catlayer" | grep -c .)" = 1 ] && [ "$(printf '%s\n' "$baselayer" | grep -c .)" = 1 ] ||
+	fail "cannot tell the records of RUN cat / RUN echo base apart: $catlayer / $baselayer"
+[ -e "$ROOT_D/blobs/sha256/${baselayer#sha256:}" ] || fail "the layer of a hit was not fetched"
+[ ! -e "$ROOT_D/blobs/sha256/${catlayer#sha256:}" ] || fail "a layer no step hit was downloaded"
+[ "$(KILN_ROOT=$ROOT_D "$KILN" run --rm --network none lazy sh -c 'cat /base /from-a')" = "$(printf 'base\nuno')" ] ||
+	fail "lazy: wrong image content"
+
+# a registry that serves corrupted layers poisons nothing: the fetch fails
+# (digest mismatch), the steps run
+ROOT_E=$work/rootE
+mkdir -p "$ROOT_E" "$work/fake/blobs"
+KILN_ROOT=$ROOT_E "$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
 curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 	"http://$REG_ADDR/v2/kiln/cache/manifests/main" > "$work/fake/manifest.json"
 for d in $(jq -r '.config.digest, .layers[].digest' "$work/fake/manifest.json"); do
 	curl -sf "http://$REG_ADDR/v2/kiln/cache/blobs/$d" > "$work/fake/blobs/$d"
 done
 reg_fake_start "$work/fake" baddigest
-build "$ROOT_D" "$work/d.log" --cache-from "type=registry,ref=$FAKE_ADDR/kiln/cache:main"
+build "$ROOT_E" "$work/e.log" --cache-from "type=registry,ref=$FAKE_ADDR/kiln/cache:main"
 reg_fake_stop
-grep -q "warning: importing the build cache.*digest mismatch" "$work/d.log" || { cat "$work/d.log"; fail "corrupt cache layers not reported"; }
-[ "$(count '^#[0-9]* CACHED' "$work/d.log")" = 0 ] || { cat "$work/d.log"; fail "a corrupt cache gave cache hits"; }
+grep -q "warning: fetching cache layer.*digest mismatch" "$work/e.log" || { cat "$work/e.log"; fail "corrupt cache layers not reported"; }
+[ "$(count '^#[0-9]* CACHED' "$work/e.log")" = 0 ] || { cat "$work/e.log"; fail "a corrupt cache gave cache hits"; }
 # bad specs are usage errors
 set +e
 KILN_ROOT=$ROOT_C "$KILN" build --cache-to "type=local,dest=/tmp/x" "$ctx" >/dev/null 2>&1; r1=$?
@@ -177,7 +203,7 @@ set -e
 grep -q "exporting the build cache" "$work/e1" || { cat "$work/e1"; fail "export failure message"; }
 [ "$r2" = 0 ] || { cat "$work/e2"; fail "ignore-error=true: exit $r2, want 0"; }
 
-for r in "$ROOT_A" "$ROOT_B" "$ROOT_C" "$ROOT_D"; do
+for r in "$ROOT_A" "$ROOT_B" "$ROOT_C" "$ROOT_D" "$ROOT_E"; do
 	KILN_ROOT=$r "$KILN" fsck >/dev/null 2>&1 || { KILN_ROOT=$r "$KILN" fsck; fail "fsck of $r"; }
 done
 echo "ok"
