@@ -400,7 +400,8 @@ static int cache_try(struct builder *b, struct bstage *st, const char *key, stru
 	if (kiln_cache_get(b->o->root, key, &rec, &e) != 1)
 		return 0;
 	for (size_t i = 0; i < rec.n_layers; i++)
-		if (!kiln_store_blob_exists(b->store, rec.layers[i].digest)) {
+		if (!kiln_store_blob_exists(b->store, rec.layers[i].digest) &&
+		    !kiln_remote_cache_fetch(b->store, rec.layers[i].digest)) {   /* --cache-from: lazily */
 			kiln_cache_record_free(&rec);
 			return 0;
 		}
