@@ -41,6 +41,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all kiln deps test check unit e2e run fuzz fuzz-build bench clean
+# Objects reached only through pattern rules are not intermediates to delete.
+.SECONDARY: $(OBJ) $(ASAN_OBJ) $(FUZZ_OBJ)
 .DEFAULT_GOAL := all
 
 all: deps
