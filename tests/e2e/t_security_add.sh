@@ -103,6 +103,70 @@ done
 	fail "ADD symtmp: the entry through a -> /tmp did not land in the image's /tmp"
 [ "$("$KILN" run --rm --network none sec-add-hardetc stat -c %h /h)" = 2 ] ||
 	fail "ADD hardetc: h is not a hardlink to the image's /etc/hostname"
+# kiln load: an archive's manifest.json / index.json may only name entries of
+# the archive itself (never ../ or absolute host paths, never through a symlink)
+# (the host-side targets are a valid layer and config, so following such a
+# name would make the load succeed)
+python3 - "$work/load" "$work/hostside" <<'PYEOF'
+import hashlib, io, json, os, sys, tarfile
+out, hs = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+os.makedirs(hs, exist_ok=True)
+def add(t, name, data):
+    ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+lb = io.BytesIO()
+with tarfile.open(fileobj=lb, mode="w") as lt:
+    add(lt, "ok.txt", b"hi\n")
+layer = lb.getvalue()
+diff = "sha256:" + hashlib.sha256(layer).hexdigest()
+cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                  "rootfs": {"type": "layers", "diff_ids": [diff]}}).encode()
+up = "../" * 12
+open(hs + "/l.tar", "wb").write(layer)
+open(hs + "/cfg.json", "wb").write(cfg)
+docker = {
+    "layerdotdot": {"Config": "cfg.json", "Layers": [up + hs.lstrip("/") + "/l.tar"]},
+    "layerabs": {"Config": "cfg.json", "Layers": [hs + "/l.tar"]},
+    "cfgdotdot": {"Config": up + hs.lstrip("/") + "/cfg.json", "Layers": ["l.tar"]},
+    "cfgabs": {"Config": hs + "/cfg.json", "Layers": ["l.tar"]},
+}
+for n, m in docker.items():
+    m["RepoTags"] = ["sec-load-%s:latest" % n]
+    with tarfile.open(f"{out}/{n}.tar", "w") as t:
+        add(t, "manifest.json", json.dumps([m]).encode())
+        add(t, "cfg.json", cfg)
+        add(t, "l.tar", layer)
+with tarfile.open(f"{out}/cfgsymlink.tar", "w") as t:
+    add(t, "manifest.json", json.dumps([{"Config": "cfg.json", "RepoTags": ["sec-load-cfgsymlink:latest"], "Layers": ["l.tar"]}]).encode())
+    ti = tarfile.TarInfo("cfg.json"); ti.type = tarfile.SYMTYPE; ti.linkname = hs + "/cfg.json"; t.addfile(ti)
+    add(t, "l.tar", layer)
+# OCI layout whose index names a digest that is a path
+with tarfile.open(f"{out}/ocidigest.tar", "w") as t:
+    add(t, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    add(t, "index.json", json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": "sha256:" + up + hs.lstrip("/") + "/cfg.json", "size": len(cfg),
+        "annotations": {"org.opencontainers.image.ref.name": "sec-load-ocidigest:latest"}}]}).encode())
+PYEOF
+# control: the same archive with honest names loads
+python3 - "$work/load" <<'PYEOF'
+import io, json, sys, tarfile
+out = sys.argv[1]
+with tarfile.open(f"{out}/layerabs.tar") as src, tarfile.open(f"{out}/honest.tar", "w") as t:
+    for m in src.getmembers():
+        data = src.extractfile(m).read()
+        if m.name == "manifest.json":
+            data = json.dumps([{"Config": "cfg.json", "RepoTags": ["sec-load-honest:latest"], "Layers": ["l.tar"]}]).encode()
+            m.size = len(data)
+        t.addfile(m, io.BytesIO(data))
+PYEOF
+"$KILN" load -i "$work/load/honest.tar" > "$work/log" 2>&1 || { cat "$work/log"; fail "kiln load of the honest control archive"; }
+"$KILN" image inspect sec-load-honest >/dev/null || fail "the honest control archive did not create its image"
+for c in layerdotdot layerabs cfgdotdot cfgabs cfgsymlink ocidigest; do
+	"$KILN" load -i "$work/load/$c.tar" > "$work/log" 2>&1 && fail "kiln load accepted the hostile archive $c"
+	"$KILN" image inspect "sec-load-$c" >/dev/null 2>&1 && fail "kiln load $c created an image"
+	checkhost "$c" "load"
+done
 # not everything may be refused: then this test would prove nothing
 [ $extracted -ge 4 ] || fail "only $extracted of the archives were extracted at all ($(tail -3 "$work/log"))"
 echo "security add ok ($extracted of $(wc -w <<<"$all") archives extracted inside, the rest refused)"
