@@ -144,7 +144,18 @@ static bool takes_value(const char *f)
 
 static int apply_flag(struct kiln_run_opts *o, const char *f, const char *v, struct kiln_err *err)
 {
-	if (!strcmp(f, "--name")) o->name = v;
+	if (!strcmp(f, "--name")) {
+		/* docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+ */
+		bool ok = v[0] && strlen(v) < 128 && ((v[0] >= 'a' && v[0] <= 'z') || (v[0] >= 'A' && v[0] <= 'Z') ||
+						   (v[0] >= '0' && v[0] <= '9'));
+		for (const char *c = v; ok && *c; c++)
+			ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+			     *c == '_' || *c == '.' || *c == '-';
+		if (!ok)
+			return kiln_err_set(err, 0, "invalid container name \"%s\", only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+					    "are allowed", v);
+		o->name = v;
+	}
 	else if (!strcmp(f, "-e") || !strcmp(f, "--env")) {
 		if (strchr(v, '=')) {
 			kiln_strv_push(&o->env, v);

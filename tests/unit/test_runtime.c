@@ -490,6 +490,12 @@ static void test_run_parse_errors(void **state)
 	kiln_run_opts_free(&o);
 	assert_int_equal(parse(&o, &err, "--sysctl", "kernel.core_pattern=x", "img", NULL), -1);
 	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "--name", "../evil", "img", NULL), -1);
+	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "--name", "-x", "img", NULL), -1);
+	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "--name", "ok_name.1-2", "img", NULL), 0);
+	kiln_run_opts_free(&o);
 }
 
 static void test_ports(void **state)
