@@ -743,6 +743,11 @@ void kiln_remote_cache_import_all(const char *root, const struct kiln_remote_cac
 int kiln_remote_cache_export_all(const char *root, const struct kiln_remote_cache_list *to,
 				 FILE *progress, struct kiln_err *err)
 {
+	if (g_fetched) {
+		char hs[32];
+		kiln_human_size(g_fetched_bytes, hs);
+		say(progress, "fetched %zu cache layer%s (%s) from imported caches", g_fetched, g_fetched == 1 ? "" : "s", hs);
+	}
 	for (size_t i = 0; i < to->n; i++) {
 		struct kiln_err e = {0};
 		if (kiln_remote_cache_export(root, &to->v[i], progress, &e) == 0)

@@ -138,7 +138,8 @@ void kiln_remote_cache_list_free(struct kiln_remote_cache_list *l);
  * with no_cache.  Forgets the keys noted by an earlier build. */
 void kiln_remote_cache_import_all(const char *root, const struct kiln_remote_cache_list *from,
 				  bool no_cache, FILE *progress);
-/* After a successful build: export to every --cache-to.  -1 on the first
+/* After a successful build: say how many layers were fetched from imported
+ * caches (when any), then export to every --cache-to.  -1 on the first
  * failure of a destination without ignore-error (those only warn). */
 int kiln_remote_cache_export_all(const char *root, const struct kiln_remote_cache_list *to,
 				 FILE *progress, struct kiln_err *err);

@@ -105,6 +105,9 @@ grep -q "importing cache manifest from .*kiln/cache:main: $STEPS records, $STEPS
 cached=$(count '^#[0-9]* CACHED' "$work/b.log")
 [ "$cached" = $STEPS ] || { cat "$work/b.log"; fail "root B: $cached of $STEPS steps cached"; }
 [ "$(count '^#[0-9]* DONE' "$work/b.log")" -le 3 ] || { cat "$work/b.log"; fail "root B ran steps"; }
+# only the layers the base lacks were downloaded
+nl=$(( $(jq ".layers | length" "$work/manifest.json") - 1 ))
+grep -q "^fetched $nl cache layers" "$work/b.log" || { cat "$work/b.log"; fail "root B did not fetch exactly the $nl layers the base lacks"; }
 idB=$(image_id "$ROOT_B")
 [ "$idA" = "$idB" ] || fail "image id differs between roots ($idA vs $idB)"
 # the image from the shared cache runs (snapshots re-created from the layer blobs)
