@@ -42,6 +42,13 @@ cid=$(leaky "$KILN" run -d --network none busybox sleep 60)
 check "kiln exec" "$(leaky "$KILN" exec "$cid" ls -l /proc/self/fd 2>/dev/null)"
 out=$("$KILN" exec "$cid" ls /proc/1/fd | sort -n | tr '\n' ' ')
 [ "$out" = "0 1 2 " ] || fail "kiln run -d: PID 1 of the container holds fds '$out'"
+# kiln exec -w /proc/self/fd/N from a leaky parent: refused or inside
+for n in 3 4 5 6 7 8 9 10 42; do
+	if out=$(leaky "$KILN" exec -w "/proc/self/fd/$n" "$cid" readlink /proc/self/cwd 2>/dev/null); then
+		[ "$out" = "/proc/self/fd/$n" ] || fail "exec -w /proc/self/fd/$n: cwd '$out'"
+	fi
+done
+[ "$(leaky "$KILN" exec -w /tmp "$cid" readlink /proc/self/cwd)" = /tmp ] || fail "control exec -w"
 "$KILN" rm -f "$cid" >/dev/null
 cid=
 
