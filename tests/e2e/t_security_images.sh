@@ -11,6 +11,7 @@
 #  8  CVE-2025-31133  /dev/null a symlink to core_pattern: masks are 1:3 and
 #                     the host core_pattern is unchanged, in run and RUN
 #  9  /dev a symlink to a host directory with a decoy: unchanged (run, RUN)
+#  6  /etc, /etc/hosts, hostname, resolv.conf symlinks to host files: unchanged
 # 16  capability and group hygiene in a build RUN with USER 1000
 set -eu
 [ "$(id -u)" = 0 ] || { echo "needs root (namespaces, mounts)"; exit 77; }
@@ -142,6 +143,31 @@ run devsym:1 true >/dev/null 2>&1 || true
 build sec-devsym 'FROM devsym:1\nRUN true\n' || true
 [ "$(cat "$hostdir/ptmx")" = decoy ] || fail "decoy ptmx changed"
 [ "$(ls -A "$hostdir")" = ptmx ] || fail "files created in the host directory: $(ls -A "$hostdir")"
+
+# --- 6/9: the files kiln mounts itself (/etc/hosts, hostname, resolv.conf)
+# when the image's /etc, or those files, are symlinks to host paths
+# (absolute, ../, into /proc): the host files stay as they are
+for f in hosts hostname resolv.conf; do echo decoy > "$hostdir/$f"; done
+S=$work/etcsym
+mkroot "$S"
+rm -rf "$S"/etc
+ln -s "$hostdir" "$S"/etc
+import "$S" etcsym:1
+run etcsym:1 true >/dev/null 2>&1 || true
+"$KILN" run --rm --rootfs "$S" true >/dev/null 2>&1 || true   # bridge network: resolv.conf, hosts
+rm "$S"/etc
+mkdir "$S"/etc
+echo 'root:x:0:0:root:/root:/bin/sh' > "$S"/etc/passwd
+ln -s /proc/sys/kernel/core_pattern "$S"/etc/hosts
+ln -s "$hostdir/hostname" "$S"/etc/hostname
+ln -s "../../../../../../..$hostdir/resolv.conf" "$S"/etc/resolv.conf
+import "$S" etcsym:2
+run etcsym:2 true >/dev/null 2>&1 || true
+"$KILN" run --rm --rootfs "$S" true >/dev/null 2>&1 || true
+for f in hosts hostname resolv.conf; do
+	[ "$(cat "$hostdir/$f")" = decoy ] || fail "the host file $hostdir/$f behind the image's /etc changed: $(cat "$hostdir/$f")"
+done
+[ "$(cat /proc/sys/kernel/core_pattern)" = "$cp_before" ] || fail "host core_pattern changed through /etc/hosts"
 
 # --- 16: USER 1000 in a build RUN: no inheritable/ambient caps, groups only
 # from the image's /etc/group (the host's groups of uid 1000 do not count)
