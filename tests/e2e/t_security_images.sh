@@ -169,6 +169,16 @@ for f in hosts hostname resolv.conf; do
 done
 [ "$(cat /proc/sys/kernel/core_pattern)" = "$cp_before" ] || fail "host core_pattern changed through /etc/hosts"
 
+# --- 6 in a build: RUN --mount targets behind symlinks to a host directory
+# (absolute and ../) made by an earlier step: refused or inside the rootfs
+T=$hostdir/target
+mkdir -p "$T/sub"
+echo payload > "$ctx/p.txt"
+build sec-tgt "FROM base:1\nRUN ln -s $T /m && ln -s ../../../../../../..$T /r\nRUN --mount=type=bind,source=.,target=/m --mount=type=tmpfs,target=/r/sub --mount=type=cache,target=/m/c touch /m/written /r/sub/written 2>/dev/null; ls /m > /lm; true\n" || true
+[ "$(ls -A "$T")" = sub ] && [ -z "$(ls -A "$T/sub")" ] || fail "RUN --mount through a symlink wrote to the host: $(ls -AR "$T")"
+grep -q "$T" /proc/self/mountinfo && fail "a RUN mount landed on the host directory"
+rm -rf "$T"
+
 # --- 16: USER 1000 in a build RUN: no inheritable/ambient caps, groups only
 # from the image's /etc/group (the host's groups of uid 1000 do not count)
 G=$work/groups
