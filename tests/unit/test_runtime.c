@@ -539,6 +539,67 @@ static void test_signals(void **state)
 }
 
 
+/* ---- container state ---- */
+
+static void test_container_state(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/kiln-test-ctr-XXXXXX";
+	char *root = mkdtemp(tmpl);
+	assert_non_null(root);
+	struct kiln_err err = {0};
+	struct kiln_container_state a = {0}, b = {0}, got;
+	kiln_container_new_id(a.id);
+	kiln_container_new_id(b.id);
+	assert_int_equal(strlen(a.id), 64);
+	assert_string_not_equal(a.id, b.id);
+	snprintf(a.name, sizeof(a.name), "web");
+	snprintf(a.status, sizeof(a.status), "exited");
+	snprintf(a.created, sizeof(a.created), "2026-01-01T00:00:00.000000000Z");
+	a.exit_code = 3;
+	a.oom_killed = true;
+	snprintf(a.command, sizeof(a.command), "sh -c \"echo ü\"");
+	snprintf(b.name, sizeof(b.name), "db");
+	snprintf(b.status, sizeof(b.status), "running");
+	snprintf(b.created, sizeof(b.created), "2026-01-02T00:00:00.000000000Z");
+	b.pid = 999999999;      /* not a live process */
+	assert_int_equal(kiln_container_save(root, &a, &err), 0);
+	assert_int_equal(kiln_container_save(root, &b, &err), 0);
+
+	assert_int_equal(kiln_container_load(root, a.id, &got, &err), 0);
+	assert_string_equal(got.name, "web");
+	assert_string_equal(got.command, "sh -c \"echo ü\"");
+	assert_int_equal(got.exit_code, 3);
+	assert_true(got.oom_killed);
+	/* by name, by full id, by unique prefix */
+	assert_int_equal(kiln_container_find(root, "db", &got, &err), 0);
+	assert_string_equal(got.id, b.id);
+	assert_int_equal(kiln_container_find(root, a.id, &got, &err), 0);
+	assert_string_equal(got.name, "web");
+	char prefix[13];
+	snprintf(prefix, sizeof(prefix), "%.12s", b.id);
+	assert_int_equal(kiln_container_find(root, prefix, &got, &err), 0);
+	assert_string_equal(got.name, "db");
+	assert_int_equal(kiln_container_find(root, "nope", &got, &err), -1);
+	assert_non_null(strstr(err.msg, "No such container"));
+	/* "running" with a dead pid is not running */
+	assert_false(kiln_container_running(&b));
+	/* newest first */
+	struct kiln_container_state *v;
+	size_t n;
+	assert_int_equal(kiln_container_list(root, &v, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].name, "db");
+	assert_string_equal(v[1].name, "web");
+	free(v);
+	char name[64];
+	kiln_container_random_name(name, sizeof(name));
+	assert_non_null(strchr(name, '_'));
+	char *cmd = kiln_xasprintf("rm -rf %s", root);
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+}
+
 /* ---- the sandbox itself, as the builder calls it (needs root) ---- */
 
 static char *make_rootfs(void)
@@ -624,6 +685,7 @@ int main(void)
 		cmocka_unit_test(test_run_parse_errors),
 		cmocka_unit_test(test_ports),
 		cmocka_unit_test(test_signals),
+		cmocka_unit_test(test_container_state),
 		cmocka_unit_test(test_build_stubs_removed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
