@@ -393,7 +393,9 @@ bool kiln_remote_cache_wanted(const char *root, struct kiln_store *store,
 	struct kiln_err e = {0};
 	if (kiln_cache_get(root, rec->key, &local, &e) != 1)
 		return true;
-	bool want = !blobs_present(store, &local) || rec->created > local.created;
+	/* a working local record is only replaced by a newer one that needs no
+	 * download (no bytes fetched for an equivalent result) */
+	bool want = !blobs_present(store, &local) || (rec->created > local.created && blobs_present(store, rec));
 	kiln_cache_record_free(&local);
 	return want;
 }

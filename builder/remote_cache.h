@@ -16,8 +16,8 @@
  * Import reads the manifest and config, validates every record (key and
  * digest syntax, known layer media types, each layer listed in the manifest
  * with the same size) and writes the records into <root>/cache/records
- * atomically.  A local record with present blobs that is as new as the remote
- * one is kept.  Layers are fetched lazily: when a step hits a record whose
+ * atomically.  A working local record (its blobs present) is kept unless the
+ * remote one is newer and needs no download.  Layers are fetched lazily: when a step hits a record whose
  * blob is missing, the builder calls kiln_remote_cache_fetch, which downloads
  * it into the store (digest- and size-verified) from the cache it came from;
  * so only the layers of steps that hit are downloaded.  A missing snapshot is
@@ -96,7 +96,8 @@ void kiln_remote_cache_records_free(struct kiln_cache_record *recs, size_t n);
 
 /* Should rec replace what root holds under rec->key?  True when there is no
  * readable local record, when the local one names a blob missing from the
- * store, or when rec is newer. */
+ * store, or when rec is newer and all its blobs are in the store already (a
+ * working local record is never traded for a download). */
 bool kiln_remote_cache_wanted(const char *root, struct kiln_store *store,
 			      const struct kiln_cache_record *rec);
 

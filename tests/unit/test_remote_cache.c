@@ -212,6 +212,13 @@ static void test_roundtrip(void **state)
 	put_record(rb, k2, ld, diff, (int64_t)sizeof(layer), 50, "local-older");
 	assert_int_equal(kiln_remote_cache_store_record(rb, sb, &recs[1], &e), 1);
 	assert_string_equal(record_label(rb, k2), "two");
+	/* a working local record is not traded for a newer remote one that needs a download */
+	struct kiln_cache_layer far = recs[1].layers[0];
+	snprintf(far.digest, sizeof(far.digest), "%s", missing);
+	struct kiln_cache_record remote_far = recs[1];
+	remote_far.layers = &far;
+	remote_far.created = 1000;
+	assert_false(kiln_remote_cache_wanted(rb, sb, &remote_far));
 	/* a local record whose blob is gone is replaced even when newer */
 	put_record(rb, k2, missing, diff, 5, 999, "local-broken");
 	assert_int_equal(kiln_remote_cache_store_record(rb, sb, &recs[1], &e), 1);
