@@ -256,7 +256,8 @@ static bool record_from_json(const json_t *j, const json_t *mlayers, struct kiln
 	/* computed here, never taken from the remote side */
 	snprintf(rec->chain_id, sizeof(rec->chain_id), "%s", chain);
 	rec->config = json_deep_copy(cfg);
-	return rec->config != NULL;
+	if (rec->config)
+		return true;
 bad:
 	kiln_cache_record_free(rec);
 	return false;
