@@ -15,6 +15,7 @@
 #include "runtime/sandbox.h"
 #include "runtime/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -1620,6 +1621,26 @@ static void fill_exit(int status, struct kiln_exit *ex)
 	}
 }
 
+/* /run/kiln/sb-<pid>-*: private state directories of kiln processes that
+ * died before removing theirs (SIGKILL).  The files are only bind-mount
+ * sources: removing them never affects a running container. */
+static void clean_stale_state_dirs(void)
+{
+	DIR *d = opendir("/run/kiln");
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int pid = 0;
+		if (strncmp(e->d_name, "sb-", 3) || sscanf(e->d_name + 3, "%d-", &pid) != 1 || pid <= 0)
+			continue;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		kiln_rm_rf_at(dirfd(d), e->d_name, NULL);
+	}
+	closedir(d);
+}
+
 /* More threads than this one?  (/proc/self/task has 2 + threads links.) */
 static bool multithreaded(void)
 {
@@ -1675,7 +1696,8 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	} else {
 		if (kiln_mkdir_p("/run/kiln", 0700, err) < 0)
 			goto out;
-		snprintf(tmpdir, sizeof(tmpdir), "/run/kiln/sb-XXXXXX");
+		clean_stale_state_dirs();
+		snprintf(tmpdir, sizeof(tmpdir), "/run/kiln/sb-%d-XXXXXX", (int)getpid());
 		if (!mkdtemp(tmpdir)) {
 			kiln_err_set(err, errno, "creating %s", tmpdir);
 			tmpdir[0] = '\0';
