@@ -121,7 +121,7 @@ table() {
 	echo "by \`tests/bench/bench_snapshot.sh\`."
 	echo
 	echo "Snapshot (kiln_snap_prepare of a child of a committed tree of small files; median, ms; sizes interleaved,"
-	echo "each timing on a synced filesystem; \\`cp -a\\` of the same tree interleaved with the vfs runs):"
+	echo 'each timing on a synced filesystem; `cp -a` of the same tree interleaved with the vfs runs):'
 	echo
 	printf '| files |'; for d in btrfs overlay vfs; do printf ' %s |' "$d"; done; echo ' cp -a | btrfs CLI |'
 	echo '| ---: | ---: | ---: | ---: | ---: | ---: |'
