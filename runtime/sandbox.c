@@ -322,6 +322,38 @@ static void remove_stubs(const char *rootfs, struct stubs *st)
 		close(rootfd);
 }
 
+/* overlay's lowerdir: fsconfig takes at most 256 bytes per value, so a long
+ * "dir1:dir2:..." chain is given one layer at a time with "lowerdir+"
+ * (Linux 6.5+); older kernels get the joined value.  A ':' inside a layer
+ * path comes escaped with a backslash. */
+static int overlay_set_lowers(int fs, const char *value)
+{
+	char *one = kiln_xmalloc(strlen(value) + 1);
+	const char *p = value;
+	int r;
+	for (bool first = true;; first = false) {
+		size_t n = 0;
+		while (*p && *p != ':') {
+			if (*p == '\\' && p[1])
+				p++;
+			one[n++] = *p++;
+		}
+		one[n] = '\0';
+		r = fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", one, 0);
+		if (r < 0) {
+			/* no "lowerdir+" before 6.5: the joined value, when it fits */
+			if (first && errno == EINVAL)
+				r = fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir", value, 0);
+			break;
+		}
+		if (!*p)
+			break;
+		p++;
+	}
+	free(one);
+	return r;
+}
+
 static int fs_mount_at(int target, const char *fstype, const char *source, const char *opts,
 		       unsigned attrs, struct kiln_err *err, const char *what)
 {
@@ -340,7 +372,8 @@ static int fs_mount_at(int target, const char *fstype, const char *source, const
 			int r;
 			if (eq) {
 				*eq = '\0';
-				r = fsconfig(fs, FSCONFIG_SET_STRING, o, eq + 1, 0);
+				r = !strcmp(o, "lowerdir") ? overlay_set_lowers(fs, eq + 1)
+							   : fsconfig(fs, FSCONFIG_SET_STRING, o, eq + 1, 0);
 			} else {
 				r = fsconfig(fs, FSCONFIG_SET_FLAG, o, NULL, 0);
 			}
