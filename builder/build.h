@@ -1,7 +1,10 @@
 /* kiln — the builder: run a Dockerfile into an image in the store.
  *
- * kiln_build() opens the context, parses the Dockerfile, builds the stages
- * the target needs (in dependency order), runs every step with the cache
+ * kiln_build() opens the context, parses the Dockerfile, builds the plan
+ * (parser/plan.h: every plan error, with file:line, before anything is pulled
+ * or run), builds the stages the target needs in the plan's order
+ * (dependencies first; COPY --from / RUN --mount from= may name a later
+ * stage, as in BuildKit), runs every step with the cache
  * (builder/cache.h), commits the final image with its tags and prints
  * BuildKit-like progress.  A failed or interrupted build tags nothing and
  * leaves no writable snapshot behind.

@@ -1,7 +1,8 @@
 #!/bin/bash
 # kiln build: multi-stage builds (COPY --from by name and index, FROM a
-# previous stage, --target, only the stages the target needs), global ARGs in
-# FROM, and failures: nothing tagged, the Dockerfile line and exit code named,
+# previous stage, --target, only the stages the target needs, forward
+# references to later stages), global ARGs in FROM, plan errors (cycles,
+# unknown instructions) before anything runs or is pulled, and failures: nothing tagged, the Dockerfile line and exit code named,
 # no writable snapshot or container left behind.
 set -eu
 [ "$(id -u)" = 0 ] || { echo "needs root (namespaces, mounts)"; exit 77; }
@@ -65,6 +66,59 @@ for d in "$KILN_ROOT"/snapshots/*/active; do
 	[ -z "$(ls -A "$d")" ] || fail "writable snapshots left behind: $(ls "$d")"
 done
 if grep -q " $KILN_ROOT/" /proc/self/mountinfo; then fail "mounts left behind"; fi
+
+# forward references (BuildKit allows them): COPY --from and RUN --mount
+# from= a later stage build that stage first instead of pulling an image
+cat > "$ctx/Dockerfile" <<'DF'
+FROM busybox AS final
+COPY --from=later /out/x /x
+RUN --mount=from=Later2,target=/m cat /m/out/y > /y
+FROM busybox AS later
+RUN mkdir -p /out && echo forward > /out/x
+FROM busybox AS later2
+RUN mkdir -p /out && echo mounted > /out/y
+FROM busybox AS unused2
+RUN exit 43
+DF
+"$KILN" build --progress plain --target final -t fwd "$ctx" > "$work/log" 2>&1 || { cat "$work/log"; fail "forward --from reference"; }
+grep -q "\[unused2" "$work/log" && fail "a stage the target does not need was built"
+grep -qi "pull" "$work/log" && { cat "$work/log"; fail "a forward stage reference was pulled as an image"; }
+[ "$("$KILN" run --rm --network none fwd cat /x /y | tr '\n' ' ')" = "forward mounted " ] \
+	|| fail "forward COPY --from / RUN --mount from= content"
+
+# a cycle fails with file:line before any step runs
+printf 'FROM busybox AS a\nRUN touch /ran\nFROM busybox AS b\nCOPY --from=c /x /x\nFROM busybox AS c\nCOPY --from=b /y /y\n' > "$ctx/Dockerfile"
+set +e
+"$KILN" build --progress plain --target a -t cyc "$ctx" > "$work/log" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || { cat "$work/log"; fail "a --from cycle (in a stage the target does not need): exit $rc"; }
+grep -q "Dockerfile:[46]:.*circular" "$work/log" || { cat "$work/log"; fail "the cycle is not named with file:line"; }
+grep -q "RUN touch" "$work/log" && fail "a step ran before the cycle was reported"
+printf 'FROM busybox AS self\nRUN touch /ran\nCOPY --from=self /bin/sh /sh2\n' > "$ctx/Dockerfile"
+set +e
+"$KILN" build --progress plain -t cyc "$ctx" > "$work/log" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "COPY --from=<own stage>: exit $rc"
+grep -q "Dockerfile:3:.*circular" "$work/log" || { cat "$work/log"; fail "the self reference is not named with file:line"; }
+grep -q "RUN touch" "$work/log" && fail "a step ran before the self reference was reported"
+"$KILN" inspect cyc >/dev/null 2>&1 && fail "a cyclic Dockerfile tagged an image"
+
+# an unknown instruction fails before the FROM image is pulled (the registry
+# at 127.0.0.1:1 would refuse the connection)
+printf 'FROM 127.0.0.1:1/nothing:1\nRUN true\nFROBNICATE now\n' > "$ctx/Dockerfile"
+set +e
+"$KILN" build --progress plain --pull -t unk "$ctx" > "$work/log" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || { cat "$work/log"; fail "unknown instruction: exit $rc"; }
+grep -q "Dockerfile:3:.*FROBNICATE" "$work/log" || { cat "$work/log"; fail "the unknown instruction is not named with file:line"; }
+grep -q "127.0.0.1:1" "$work/log" && { cat "$work/log"; fail "the base image was looked up before the Dockerfile was validated"; }
+# and the same error as kiln parse --check
+"$KILN" parse --check "$ctx/Dockerfile" >/dev/null 2>"$work/err" && fail "parse --check accepted FROBNICATE"
+[ "$(grep -o 'Dockerfile:3:.*' "$work/err")" = "$(grep -o 'Dockerfile:3:.*' "$work/log")" ] \
+	|| fail "kiln build and kiln parse --check disagree: $(cat "$work/err") / $(cat "$work/log")"
 
 # a RUN killed by the memory limit says so
 printf 'FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=200M count=1\n' > "$ctx/Dockerfile"

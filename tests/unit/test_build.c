@@ -1,6 +1,7 @@
 /* Unit tests: builder pieces — COPY path rules and wildcard matching, COPY
  * into a tree, .dockerignore matching, passwd/group lookup, cache keys and
- * records, the context's stat cache. */
+ * records, the context's stat cache, the builder's view of the plan (stage
+ * order with forward references, --from resolution, cycles). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "builder/build_plan.h"
 #include "builder/cache.h"
 #include "builder/context.h"
 #include "builder/copy.h"
@@ -431,6 +433,65 @@ static void test_context_statcache(void **state)
 	free(dir);
 }
 
+static struct kiln_plan *plan_of(const char *text, const char *target, struct kiln_err *err)
+{
+	struct kiln_df *df = NULL;
+	struct kiln_plan *plan = NULL;
+	assert_int_equal(kiln_parse(text, strlen(text), "Dockerfile", &df, err), 0);
+	int rc = kiln_build_plan_new(df, NULL, target, &plan, err);
+	kiln_df_free(df);
+	return rc == 0 ? plan : NULL;
+}
+
+static void test_plan(void **state)
+{
+	(void)state;
+	struct kiln_err err;
+	/* forward references: the later stages come first, the unused one never */
+	struct kiln_plan *p = plan_of("FROM busybox AS final\n"
+				      "COPY --from=later /x /x\n"
+				      "RUN --mount=from=2,target=/m true\n"
+				      "FROM busybox AS later\n"
+				      "FROM scratch AS third\n"
+				      "FROM busybox AS unused\n",
+				      "final", &err);
+	assert_non_null(p);
+	assert_int_equal(kiln_build_plan_n_stages(p), 4);
+	assert_int_equal(kiln_build_plan_target(p), 0);
+	int *order = NULL;
+	size_t n = 0;
+	assert_int_equal(kiln_build_plan_order(p, &order, &n, &err), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(order[0], 1);
+	assert_int_equal(order[1], 2);
+	assert_int_equal(order[2], 0);
+	free(order);
+	int idx = -9;
+	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "LATER", &idx, &err), 0);
+	assert_int_equal(idx, 1);
+	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "3", &idx, &err), 0);
+	assert_int_equal(idx, 3);
+	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "alpine:3", &idx, &err), 0);
+	assert_int_equal(idx, -1);
+	/* a builder-expanded --from that would close a cycle, or names no stage */
+	assert_int_equal(kiln_build_plan_resolve_from(p, 1, "final", &idx, &err), -1);
+	assert_non_null(strstr(err.msg, "Dockerfile:"));
+	assert_int_equal(kiln_build_plan_resolve_from(p, 2, "2", &idx, &err), -1);
+	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "4", &idx, &err), -1);
+	kiln_build_plan_free(p);
+
+	/* plan errors name the file and line */
+	assert_null(plan_of("FROM busybox AS a\nRUN true\nCOPY --from=a /x /y\n", NULL, &err));
+	assert_non_null(strstr(err.msg, "Dockerfile:3"));
+	assert_null(plan_of("FROM busybox AS a\nCOPY --from=b /x /y\nFROM busybox AS b\nCOPY --from=a /x /y\n",
+			    NULL, &err));
+	assert_non_null(strstr(err.msg, "circular"));
+	assert_null(plan_of("FROM busybox AS a\nFROM busybox AS A\n", NULL, &err));
+	assert_non_null(strstr(err.msg, "Dockerfile:2"));
+	assert_null(plan_of("FROM busybox AS a\n", "nosuch", &err));
+	assert_non_null(strstr(err.msg, "nosuch"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -442,6 +503,7 @@ int main(void)
 		cmocka_unit_test(test_userdb),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_context_statcache),
+		cmocka_unit_test(test_plan),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
