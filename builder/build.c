@@ -29,6 +29,7 @@
 #include "layers/store.h"
 #include "parser/expand.h"
 #include "parser/parser.h"
+#include "builder/build_plan.h"
 #include "runtime/sandbox.h"
 
 /* The modules below are written concurrently; weak references keep kiln
@@ -109,6 +110,7 @@ struct builder {
 	const struct kiln_build_opts *o;
 	struct kiln_context ctx;
 	struct kiln_df *df;
+	struct kiln_plan *plan;           /* validation, stage order, --from resolution */
 	struct bstage *stages;
 	size_t n_stages;
 	struct kiln_env global_args;
@@ -199,6 +201,16 @@ static void flag_all(const struct kiln_df_node *n, const char *name, struct kiln
 		f += 2;
 		if (!strncmp(f, name, nl) && f[nl] == '=')
 			kiln_strv_push(out, f + nl + 1);
+	}
+}
+
+/* Make an empty list a valid empty NULL-terminated array (v[0] == NULL)
+ * without adding an element (a kiln_strv is NULL-terminated once allocated). */
+static void strv_alloc(struct kiln_strv *s)
+{
+	if (!s->v) {
+		kiln_strv_push_owned(s, NULL);
+		s->n--;
 	}
 }
 
@@ -364,6 +376,26 @@ static struct bstage *find_stage(struct builder *b, const char *name, size_t bef
 }
 
 static int build_stage(struct builder *b, struct bstage *st, struct kiln_err *err);
+
+/* A COPY --from / RUN --mount from= value (already expanded) of stage st:
+ * *out = the stage it names (earlier or later, built on demand by the
+ * caller), or NULL for an image.  The plan refuses an index past the last
+ * stage and references that close a cycle. */
+static int resolve_from(struct builder *b, struct bstage *st, const char *ref, struct bstage **out,
+			struct kiln_err *err)
+{
+	*out = NULL;
+	if (!b->plan) {
+		*out = find_stage(b, ref, (size_t)st->index);
+		return 0;
+	}
+	int idx = -1;
+	if (kiln_build_plan_resolve_from(b->plan, st->index, ref, &idx, err) < 0)
+		return -1;
+	if (idx >= 0 && (size_t)idx < b->n_stages)
+		*out = &b->stages[idx];
+	return 0;
+}
 
 /* ---- step plumbing ---------------------------------------------------- */
 
@@ -739,10 +771,13 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 				}
 			}
 		} else if (!strcmp(type, "bind")) {
-			const char *from = csv_get(kv.v, kv.n, "from");
+			const char *from_raw = csv_get(kv.v, kv.n, "from");
+			KILN_AUTOFREE char *from = NULL;
 			int rootfd = -1;
-			if (from) {
-				struct bstage *dep = find_stage(b, from, (size_t)st->index);
+			struct bstage *dep = NULL;
+			if (from_raw && (xword(b, st, n, from_raw, &from, err) < 0 || resolve_from(b, st, from, &dep, err) < 0)) {
+				rc = -1;
+			} else if (from) {
 				if (dep) {
 					if (build_stage(b, dep, err) < 0)
 						rc = -1;
@@ -825,9 +860,9 @@ static int mount_key_add(struct builder *b, struct bstage *st, const struct kiln
 	} else if (from_raw) {
 		KILN_AUTOFREE char *from = NULL;
 		struct bstage *dep = NULL;
-		if (xword(b, st, n, from_raw, &from, err) < 0) {
+		if (xword(b, st, n, from_raw, &from, err) < 0 || resolve_from(b, st, from, &dep, err) < 0) {
 			rc = -1;
-		} else if ((dep = find_stage(b, from, (size_t)st->index))) {
+		} else if (dep) {
 			rc = build_stage(b, dep, err);
 			if (rc == 0)
 				kiln_cache_key_add(k, "mount-from", dep->key);
@@ -1117,7 +1152,7 @@ static int do_run(struct builder *b, struct bstage *st, const struct kiln_df_nod
 		KILN_AUTOFREE char *ac = args_canon(&st->args);
 		kiln_cache_key_add(&k, "args", ac);
 		kiln_cache_key_add(&k, "network", net);
-		for (size_t i = 0; i < rc_.mount_specs.n; i++) {
+		for (size_t i = 0; i < rc_.mount_specs.n && rc == 0; i++) {
 			kiln_cache_key_add(&k, "mount", rc_.mount_specs.v[i]);
 			/* what the mount exposes: context content, source stage, image */
 			rc = mount_key_add(b, st, n, rc_.mount_specs.v[i], &k, err);
@@ -1245,11 +1280,6 @@ static int do_copy(struct builder *b, struct bstage *st, const struct kiln_df_no
 	}
 	struct kiln_strv excludes = {0};
 	flag_all(n, "exclude", &excludes);
-	if (excludes.n) {
-		kiln_strv_push(&excludes, "");
-		excludes.n--;
-		excludes.v[excludes.n] = NULL;
-	}
 	c.opts.excludes = excludes.n ? excludes.v : NULL;
 	c.opts.parents = flag_bool(n, "parents");
 	c.opts.add = add;
@@ -1295,9 +1325,11 @@ static int do_copy(struct builder *b, struct bstage *st, const struct kiln_df_no
 			src_id = "heredoc";
 		}
 	} else if (rc == 0 && from_x) {
-		struct bstage *dep = find_stage(b, from_x, (size_t)st->index);
+		struct bstage *dep = NULL;
 		struct kiln_image *img = NULL;
-		if (dep) {
+		if (resolve_from(b, st, from_x, &dep, err) < 0) {
+			rc = -1;
+		} else if (dep) {
 			if (build_stage(b, dep, err) < 0)
 				rc = -1;
 			img = dep->img;
@@ -1535,8 +1567,7 @@ static int meta_apply(struct builder *b, struct bstage *st, const struct kiln_df
 			kiln_strv_free_raw(sh);
 			kiln_strv_push_owned(&v, join_words(n->args.v, n->args.n, " "));
 		}
-		if (!v.v)
-			kiln_strv_push(&v, ""), v.n = 0, v.v[0] = NULL;
+		strv_alloc(&v);
 		if (!cmd) {
 			/* ENTRYPOINT resets a CMD inherited from the base image */
 			if (!st->cmd_set)
@@ -2044,6 +2075,8 @@ static void builder_free(struct builder *b)
 		kiln_snap_close(b->sn);
 	if (b->store)
 		kiln_store_close(b->store);
+	if (b->plan)
+		kiln_build_plan_free(b->plan);
 	if (b->df)
 		kiln_df_free(b->df);
 	kiln_context_close(&b->ctx);
@@ -2095,8 +2128,15 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 	}
 	if (rc == 0 && kiln_df_check)
 		rc = kiln_df_check(b.df, err);
+	/* Every plan error (stage names, --target, --from cycles, mount specs,
+	 * ...) is reported here, before anything is pulled or run. */
+	if (rc == 0)
+		rc = kiln_build_plan_new(b.df, &b.build_args, o->target, &b.plan, err);
 	if (rc == 0)
 		rc = split_stages(&b, err);
+	if (rc == 0 && kiln_build_plan_n_stages(b.plan) != b.n_stages)
+		rc = kiln_err_set(err, 0, "%s: internal error: the plan has %zu stages, the builder %zu",
+				  b.ctx.dockerfile_name, kiln_build_plan_n_stages(b.plan), b.n_stages);
 	if (rc == 0)
 		rc = kiln_store_open(o->root, KILN_STORE_RDWR, &b.store, err);
 	if (rc == 0) {
@@ -2108,19 +2148,25 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 		rc = kiln_snap_open(sd, o->storage_driver, &b.sn, err);
 	}
 	struct bstage *target = NULL;
+	int *order = NULL;
+	size_t n_order = 0;
 	if (rc == 0) {
-		if (o->target) {
-			for (size_t i = 0; i < b.n_stages; i++)
-				if (b.stages[i].name && !strcasecmp(b.stages[i].name, o->target))
-					target = &b.stages[i];
-			if (!target)
-				rc = kiln_err_set(err, 0, "target stage \"%s\" could not be found", o->target);
-		} else {
-			target = &b.stages[b.n_stages - 1];
-		}
+		/* the stages the target needs, dependencies first, the target last;
+		 * a stage whose expanded --from names another stage the plan did
+		 * not see builds that one on demand (build_stage) */
+		rc = kiln_build_plan_order(b.plan, &order, &n_order, err);
+		int t = kiln_build_plan_target(b.plan);
+		if (rc == 0 && (!n_order || t < 0 || (size_t)t >= b.n_stages))
+			rc = kiln_err_set(err, 0, "%s: internal error: no target stage in the plan", b.ctx.dockerfile_name);
+		if (rc == 0)
+			target = &b.stages[t];
+		for (size_t i = 0; rc == 0 && i < n_order; i++)
+			if (order[i] >= 0 && (size_t)order[i] < b.n_stages)
+				rc = build_stage(&b, &b.stages[order[i]], err);
+		free(order);
 	}
 	if (rc == 0)
-		rc = build_stage(&b, target, err);
+		rc = build_stage(&b, target, err);   /* already built: a no-op */
 	if (rc == 0 && g_interrupted)
 		rc = kiln_err_set(err, EINTR, "build interrupted");
 	if (rc == 0) {
@@ -2151,8 +2197,7 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 		struct kiln_strv tags = {0};
 		for (size_t i = 0; i < o->tags.n; i++)
 			kiln_strv_push(&tags, o->tags.v[i]);
-		kiln_strv_push(&tags, "");
-		tags.v[--tags.n] = NULL;
+		strv_alloc(&tags);
 		rc = kiln_image_commit(b.store, target->img, (const char *const *)tags.v, id, err);
 		kiln_strv_free(&tags);
 		if (rc == 0) {
