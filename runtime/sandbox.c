@@ -91,7 +91,7 @@ struct ctx {
 	int rootmnt;              /* user namespace: the idmapped rootfs (from the parent), or -1 */
 	int etcfd[3];             /* hosts, hostname, resolv.conf sources, opened as host root */
 	int rootfs_target;        /* user namespace: the rootfs directory, opened as host root */
-	int *msrc;                /* bind sources of spec->mounts, opened as host root (or -1) */
+	int *msrc;                /* bind sources of spec->mounts: detached clones made by the parent (or -1) */
 };
 
 /* Open what lives on the host before a user namespace takes our identity
@@ -113,19 +113,58 @@ static int preopen_sources(struct ctx *c, struct kiln_err *err)
 		if (c->rootfs_target < 0)
 			return kiln_err_set(err, errno, "rootfs %s", s->rootfs);
 	}
+	return 0;
+}
+
+/* Parent, before the container's mount namespace exists: each bind source
+ * becomes a detached recursive clone (read-only if asked), made from the fd
+ * the caller resolved (or from opening its path now), never re-resolved by
+ * path later (security.md item 10).  A mount held by an fd from our mount
+ * namespace cannot be cloned in the container's, but a detached tree can be
+ * moved into it; the child inherits these fds. */
+static int clone_sources(struct ctx *c, struct kiln_err *err)
+{
+	const struct kiln_sandbox_spec *s = c->spec;
 	c->msrc = kiln_xcalloc(s->n_mounts ? s->n_mounts : 1, sizeof(int));
+	for (size_t i = 0; i < s->n_mounts; i++)
+		c->msrc[i] = -1;
 	for (size_t i = 0; i < s->n_mounts; i++) {
 		const struct kiln_mount *m = &s->mounts[i];
-		c->msrc[i] = -1;
 		if (m->type != KILN_MOUNT_BIND)
 			continue;
-		c->msrc[i] = m->source_fd >= 0 ? fcntl(m->source_fd, F_DUPFD_CLOEXEC, 3)
-					       : open(m->source ? m->source : "", O_PATH | O_CLOEXEC);
-		if (c->msrc[i] < 0)
-			return kiln_err_set(err, errno, "bind mount %s: source %s", m->target ? m->target : "",
-					    m->source ? m->source : "(fd)");
+		const char *tgt = m->target ? m->target : "";
+		const char *src = m->source ? m->source : "(fd)";
+		int fd = m->source_fd;
+		if (fd < 0) {
+			fd = open(m->source ? m->source : "", O_PATH | O_CLOEXEC);
+			if (fd < 0)
+				return kiln_err_set(err, errno, "bind mount %s: source %s", tgt, src);
+		}
+		int tree = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+		int e = errno;
+		if (fd != m->source_fd)
+			close(fd);
+		if (tree < 0)
+			return kiln_err_set(err, e, "bind mount %s: cloning the source %s", tgt, src);
+		c->msrc[i] = tree;
+		if (m->readonly) {
+			struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY};
+			if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof(a)) < 0)
+				return kiln_err_set(err, errno, "bind mount %s: making %s read-only", tgt, src);
+		}
 	}
 	return 0;
+}
+
+static void close_sources(struct ctx *c)
+{
+	if (!c->msrc)
+		return;
+	for (size_t i = 0; i < c->spec->n_mounts; i++)
+		if (c->msrc[i] >= 0)
+			close(c->msrc[i]);
+	free(c->msrc);
+	c->msrc = NULL;
 }
 
 void kiln_sandbox_spec_init(struct kiln_sandbox_spec *spec)
@@ -733,9 +772,10 @@ static int setup_user_mounts(struct ctx *c, int rootfd, struct kiln_err *err)
 			return kiln_err_set(err, 0, "bind mount %s: source and target differ in type "
 					    "(directory vs file)", target);
 		}
-		char what[300];
-		snprintf(what, sizeof(what), "%s", target);
-		int r = bind_fd(src, tfd, true, m->readonly, err, what);
+		/* src is the detached clone made in the parent (read-only already) */
+		int r = 0;
+		if (move_mount(src, "", tfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+			r = kiln_err_set(err, errno, "bind mount %s: move_mount", target);
 		close(tfd);
 		if (r == 0) {
 			/* the mount must be visible at the target inside the rootfs */
@@ -1772,6 +1812,8 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 		}
 		flags |= CLONE_NEWUSER;
 	}
+	if (clone_sources(&c, err) < 0)
+		goto out;
 	c.sync = sp[1];
 	if (!multithreaded()) {
 		/* the lean path: one raw clone into all namespaces */
@@ -1941,6 +1983,7 @@ out:
 		close(c.trampoline);
 	if (rootmnt >= 0)
 		close(rootmnt);
+	close_sources(&c);
 	return ret;
 }
 
