@@ -626,20 +626,6 @@ static const char *keep_str(struct mounts *m, char *s)
 	return s;
 }
 
-/* The host path an fd resolved to.  The sandbox mounts bind sources by
- * path: a mount held by fd from our mount namespace cannot be cloned in the
- * container's (open_tree fails with EINVAL there). */
-static char *fd_path(int fd)
-{
-	char link[64], buf[4096];
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return NULL;
-	buf[n] = 0;
-	return kiln_xstrdup(buf);
-}
-
 static int add_fd(struct mounts *m, int fd)
 {
 	if (m->nfds < 64)
@@ -821,13 +807,6 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 		kiln_strv_free(&kv);
 		if (rc < 0)
 			return -1;
-		if (mt.source_fd >= 0) {
-			char *pth = fd_path(mt.source_fd);
-			if (!pth)
-				return kiln_err_set(err, errno, "mount %s: resolving the source", specs->v[i]);
-			mt.source = keep_str(m, pth);
-			mt.source_fd = -1;
-		}
 		if (mt.target && mt.target[0] != '/')
 			mt.target = keep_str(m, kiln_xasprintf("/%s", mt.target));
 		m->v = kiln_xrealloc(m->v, (m->n + 1) * sizeof(*m->v));
