@@ -1,0 +1,102 @@
+#!/bin/bash
+# kiln build: the cache key of RUN --mount=type=bind covers what the mount
+# exposes: the content of a context file or directory (.dockerignore
+# honoured, mtimes not), the result of a from=<stage>, and a from=<image>;
+# a changed source re-runs the step and the image holds the new output, an
+# unchanged or only touched one is CACHED.  type=cache is not in the key.
+set -eu
+[ "$(id -u)" = 0 ] || { echo "needs root (namespaces, mounts)"; exit 77; }
+command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static is not installed"; exit 77; }
+
+export KILN_ROOT=$(mktemp -d)
+# vfs: overlay lower layers are being fixed elsewhere ("lowerdir: Invalid argument")
+export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
+work=$(mktemp -d)
+cleanup() { rm -rf "$KILN_ROOT" "$work"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+"$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
+ctx=$work/ctx
+mkdir -p "$ctx/dir/sub"
+echo one > "$ctx/data.txt"
+echo x1 > "$ctx/dir/x"
+echo y1 > "$ctx/dir/sub/y"
+echo ign1 > "$ctx/dir/ignored.txt"
+echo g1 > "$ctx/gen.txt"
+printf 'dir/ignored.txt\n' > "$ctx/.dockerignore"
+cat > "$ctx/Dockerfile" <<'DF'
+FROM busybox AS gen
+COPY gen.txt /gen.txt
+RUN cp /gen.txt /made
+
+FROM busybox
+RUN --mount=type=bind,source=data.txt,target=/d cat /d > /out
+RUN --mount=type=bind,source=dir,target=/dd cat /dd/x /dd/sub/y > /outdir
+RUN --mount=type=bind,from=gen,source=/made,target=/m cat /m > /outstage
+RUN --mount=type=bind,from=busybox,source=/bin,target=/bb test -e /bb/busybox && echo img > /outimg
+RUN --mount=type=cache,target=/cache echo cached-mount > /outcache && date +%s%N >> /cache/stamp
+DF
+
+build() { "$KILN" build --progress plain -t mk "$ctx" > "$work/log" 2>&1 || { cat "$work/log"; fail "build $*"; }; }
+# whether the step whose text contains $1 was CACHED
+step_cached() {
+	local n
+	n=$(grep -F "$1" "$work/log" | grep '^#[0-9]* \[' | head -1 | sed 's/^#\([0-9]*\) .*/\1/')
+	[ -n "$n" ] || { cat "$work/log"; fail "no step \"$1\" in the log"; }
+	grep -q "^#$n CACHED" "$work/log"
+}
+ncached() { grep -c '^#[0-9]* CACHED' "$work/log" || true; }
+out() { "$KILN" run --rm --network none mk cat "$1"; }
+
+build
+[ "$(ncached)" = 0 ] || fail "first build had cache hits"
+[ "$(out /out)" = one ] || fail "/out after the first build: $(out /out)"
+[ "$(out /outdir | tr '\n' ' ')" = "x1 y1 " ] || fail "/outdir after the first build"
+[ "$(out /outstage)" = g1 ] || fail "/outstage after the first build"
+[ "$(out /outimg)" = img ] || fail "/outimg after the first build"
+
+# unchanged: every step cached, same image
+id1=$("$KILN" inspect mk | jq -r '.[0].Id')
+build
+[ "$(ncached)" = 7 ] || { cat "$work/log"; fail "no-change rebuild: $(ncached) of 7 steps cached"; }
+[ "$("$KILN" inspect mk | jq -r '.[0].Id')" = "$id1" ] || fail "no-change rebuild changed the image id"
+
+# mtime only (file, directory entries) and an ignored file: still cached
+touch -d '2001-01-01' "$ctx/data.txt" "$ctx/dir/x" "$ctx/dir/sub/y" "$ctx/dir" "$ctx/gen.txt"
+echo ign2 > "$ctx/dir/ignored.txt"
+build
+[ "$(ncached)" = 7 ] || { cat "$work/log"; fail "mtime-only / ignored change: $(ncached) of 7 steps cached"; }
+
+# the bind-mounted file changes: that step re-runs, the image has the new content
+echo two > "$ctx/data.txt"
+build
+step_cached "cat /d > /out" && fail "data.txt changed but its RUN was CACHED"
+[ "$(out /out)" = two ] || fail "/out after data.txt changed: $(out /out)"
+
+# a file deep in the bind-mounted directory changes
+build
+step_cached "cat /d > /out" || fail "unchanged data.txt: RUN not cached"
+echo y2 > "$ctx/dir/sub/y"
+build
+step_cached "cat /d > /out" || fail "only dir/ changed, but the data.txt RUN re-ran"
+step_cached "cat /dd/x" && fail "dir/sub/y changed but the directory-mount RUN was CACHED"
+[ "$(out /outdir | tr '\n' ' ')" = "x1 y2 " ] || fail "/outdir after dir/sub/y changed: $(out /outdir)"
+
+# a new file in the directory changes the key too
+echo new > "$ctx/dir/new"
+build
+step_cached "cat /dd/x" && fail "a file added to dir/ but the directory-mount RUN was CACHED"
+
+# the source stage's content changes
+echo g2 > "$ctx/gen.txt"
+build
+step_cached "cat /dd/x" || fail "only gen.txt changed, but the directory-mount RUN re-ran"
+step_cached "cat /m > /outstage" && fail "stage gen changed but the from=gen RUN was CACHED"
+[ "$(out /outstage)" = g2 ] || fail "/outstage after gen.txt changed: $(out /outstage)"
+step_cached "echo cached-mount" && fail "steps after a re-run step must re-run"
+
+# the cache mount (written by the re-run above) is not part of the key
+build
+[ "$(ncached)" = 7 ] || { cat "$work/log"; fail "rebuild after changes: $(ncached) of 7 steps cached"; }
+echo ok
