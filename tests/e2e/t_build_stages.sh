@@ -120,6 +120,16 @@ grep -q "127.0.0.1:1" "$work/log" && { cat "$work/log"; fail "the base image was
 [ "$(grep -o 'Dockerfile:3:.*' "$work/err")" = "$(grep -o 'Dockerfile:3:.*' "$work/log")" ] \
 	|| fail "kiln build and kiln parse --check disagree: $(cat "$work/err") / $(cat "$work/log")"
 
+# a bad mount spec (a plan error) too
+printf 'FROM 127.0.0.1:1/nothing:1\nRUN true\nRUN --mount=type=cache,target=/c,sharing=bogus true\n' > "$ctx/Dockerfile"
+set +e
+"$KILN" build --progress plain --pull -t unk "$ctx" > "$work/log" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || { cat "$work/log"; fail "bad mount spec: exit $rc"; }
+grep -q "Dockerfile:3:.*sharing" "$work/log" || { cat "$work/log"; fail "the bad mount spec is not named with file:line"; }
+grep -q "127.0.0.1:1" "$work/log" && { cat "$work/log"; fail "the base image was looked up before the mount spec was validated"; }
+
 # a RUN killed by the memory limit says so
 printf 'FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=200M count=1\n' > "$ctx/Dockerfile"
 set +e
