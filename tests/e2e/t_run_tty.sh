@@ -8,6 +8,9 @@ BB=$(command -v busybox || echo /bin/busybox)
 [ -x "$BB" ] || { echo "busybox-static is not installed"; exit 77; }
 command -v script >/dev/null || { echo "script(1) (util-linux) is not installed"; exit 77; }
 
+# script(1) runs its command with $SHELL -c; dash (the usual /bin/sh) dies of
+# the ^C itself instead of waiting for kiln, so pin bash for every case here
+export SHELL=$(command -v bash)
 export KILN_ROOT=$(mktemp -d)
 work=$(mktemp -d)
 cleanup() { rm -rf "$KILN_ROOT" "$work"; }
