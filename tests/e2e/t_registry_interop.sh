@@ -5,6 +5,7 @@
 #   umoci unpacks), podman pulls and runs it with runc.
 set -eu
 . "$KILN_SRC/tests/e2e/lib/registry.sh"
+. "$KILN_SRC/tests/e2e/lib/cgroup.sh"
 for t in docker-registry skopeo jq; do
 	command -v $t >/dev/null || { echo "$t is not installed"; exit 77; }
 done
@@ -17,9 +18,7 @@ cleanup() {
 		$PODMAN rm -af >/dev/null 2>&1 || true
 		$PODMAN rmi -af >/dev/null 2>&1 || true
 	fi
-	for d in /sys/fs/cgroup/*/"$CGP" /sys/fs/cgroup/"$CGP"; do
-		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
-	done
+	cg_parent_cleanup
 	grep -o " $W/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	reg_cleanup
 	rm -rf "$W"
@@ -68,7 +67,7 @@ if command -v umoci >/dev/null; then
 fi
 
 # --- kiln → registry → podman pull + run (runc)
-if command -v podman >/dev/null && command -v runc >/dev/null; then
+if command -v podman >/dev/null && command -v runc >/dev/null && cg_parent_init "$CGP"; then
 	mkdir -p "$PR"
 	cat >"$PR/containers.conf" <<CONF
 [containers]
@@ -81,13 +80,13 @@ CONF
 	export CONTAINERS_CONF=$PR/containers.conf
 	PODMAN="podman --root $PR/root --runroot $PR/run --tmpdir $PR/tmp --storage-driver vfs"
 	$PODMAN pull -q --tls-verify=false "$REG_ADDR/interop/kiln:1" >/dev/null || fail "podman pull"
-	got=$($PODMAN run --rm --runtime runc --network none --cgroup-parent=/$CGP \
+	got=$($PODMAN run --rm --runtime runc --network none --cgroup-parent="$CG_PARENT" \
 		"$REG_ADDR/interop/kiln:1" echo hello-podman) || fail "podman run"
 	[ "$got" = hello-podman ] || fail "podman run printed '$got'"
 	pd=$($PODMAN image inspect --format '{{.Digest}}' "$REG_ADDR/interop/kiln:1")
 	[ "$pd" = "$dg" ] || fail "podman digest $pd, want $dg"
 	$PODMAN rmi -af >/dev/null 2>&1 || true
 else
-	echo "podman/runc missing: podman part not run"
+	echo "podman/runc missing or no cgroup parent beneath ours: podman part not run"
 fi
 echo "registry interop ok"
