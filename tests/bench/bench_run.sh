@@ -11,6 +11,9 @@ KILN=${1:-${KILN:?usage: bench_run.sh KILN_BINARY}}
 KILN=$(readlink -f "$KILN")
 RUNS=${RUNS:-20}
 here=$(cd "$(dirname "$0")" && pwd)
+# runc/crun/podman put their cgroups beneath ours, never at the hierarchy root
+. "$here/../e2e/lib/cgroup.sh"
+cg_parent_init "kiln_bench_run_$$" || CG_PARENT=
 [ "$(id -u)" = 0 ] || { echo "bench_run: needs root"; exit 77; }
 BB=$(command -v busybox || echo /bin/busybox)
 
@@ -20,6 +23,7 @@ cleanup() {
 	command -v podman >/dev/null && [ -d "$W/podman" ] && podman --root "$W/podman/root" --runroot "$W/podman/run" \
 		--storage-driver vfs rmi -af >/dev/null 2>&1 || true
 	rm -rf "$W" 2>/dev/null || true
+	cg_parent_cleanup
 }
 trap cleanup EXIT
 
@@ -105,7 +109,8 @@ fi
 
 if command -v crun >/dev/null || command -v runc >/dev/null; then
 	(cd "$W/bundle" && (crun spec 2>/dev/null || runc spec)) >/dev/null
-	jq --arg r "$R" '.root.path=$r | .process.args=["true"] | .process.terminal=false' \
+	jq --arg r "$R" --arg cg "$CG_PARENT" '.root.path=$r | .process.args=["true"] | .process.terminal=false
+		| if $cg != "" then .linux.cgroupsPath=($cg + "/oci") else . end' \
 		"$W/bundle/config.json" > "$W/c.json" && mv "$W/c.json" "$W/bundle/config.json"
 fi
 if command -v runc >/dev/null; then
@@ -136,7 +141,7 @@ C
 	if $P import "$W/rootfs.tar" localhost/kiln-bench:latest >/dev/null 2>&1; then
 		RUNS_SAVED=$RUNS
 		RUNS=$(( RUNS < 10 ? RUNS : 10 ))
-		rows+=("$(measure "podman run --rm --runtime runc --network none" $P run --rm --runtime runc --network none localhost/kiln-bench:latest true)")
+		rows+=("$(measure "podman run --rm --runtime runc --network none" $P run --rm --runtime runc --network none ${CG_PARENT:+--cgroup-parent="$CG_PARENT"} localhost/kiln-bench:latest true)")
 		RUNS=$RUNS_SAVED
 	fi
 fi
