@@ -55,6 +55,11 @@ rows=()
 rows+=("$(measure "kiln run --rm --network none --rootfs" "$KILN" run --rm --network none --rootfs "$R" true)")
 rows+=("$(measure "kiln run --rm (bridge network) --rootfs" "$KILN" run --rm --rootfs "$R" true)")
 rows+=("$(measure "kiln run --rm --network none -m 64m (own cgroup)" "$KILN" run --rm --network none -m 64m --rootfs "$R" true)")
+# from an image in the store: snapshot mount, config, then the same sandbox
+tar -C "$R" -cf "$W/img.tar" .
+if "$KILN" import "$W/img.tar" kiln-bench:latest >/dev/null; then
+	rows+=("$(measure "kiln run --rm --network none IMAGE (store + snapshot)" "$KILN" run --rm --network none kiln-bench true)")
+fi
 rows+=("$(measure "kiln version (process start alone)" "$KILN" version)")
 
 # the sandbox alone: kiln_sandbox_run in a loop inside one process, built
@@ -160,15 +165,18 @@ if [ "${BENCH_WRITE:-}" = 1 ]; then
 
 $table
 
-What the rows mean: \`kiln version\` is the cost of starting the kiln binary at all (49 shared
-libraries, pulled in mostly by libcurl (krb5, ldap, gnutls, ...) and libarchive (libxml2, ICU);
-relocation dominates), paid by every kiln command.  The in-process row is the sandbox alone
-(kiln_sandbox_run in a loop): namespaces, mounts, masks, seccomp, caps, exec, wait.  The crun row
-runs inside a private mount namespace that hides the empty cgroup2 mount (crun refuses hybrid
-cgroups); the row below it is that wrapper's own cost.  Without limits kiln leaves the container in
-its own cgroup (the pid namespace holds its processes): moving a task into a new v1 cgroup waits for
-an RCU grace period (the \`-m 64m\` row).  The machine is shared and was busy (see the load):
-compare rows of one run only.
+What the rows mean: \`kiln version\` is the cost of starting the kiln binary at all, paid by
+every kiln command: 9 shared objects (libcurl and libarchive, with their ~40 dependencies, are
+loaded only by the commands that call them, see common/lazylib.h).  The IMAGE row is what
+\`kiln run --rm busybox true\` costs: store lookup and digest checks (OpenSSL's first digest
+initialises its provider, ~1 ms), a writable overlay snapshot made and removed, then the same
+sandbox as the --rootfs row.  The in-process row is the sandbox alone (kiln_sandbox_run in a
+loop): namespaces, mounts, masks, seccomp, caps, exec, wait.  runc, crun and podman put their
+cgroups beneath the benchmark's own cgroup; the crun row runs inside a private mount namespace
+that hides the empty cgroup2 mount (crun refuses hybrid cgroups), and the row below it is that
+wrapper's own cost.  Without limits kiln leaves the container in its own cgroup (the pid
+namespace holds its processes): moving a task into a new v1 cgroup waits for an RCU grace
+period (the \`-m 64m\` row).  The machine is shared: compare rows of one run only.
 "
 	python3 - "$res" "$section" <<'PY'
 import re, sys
