@@ -6,6 +6,7 @@
 set -eu
 : "${KILN:?}" "${KILN_SRC:?}"
 . "$KILN_SRC/tests/e2e/lib/cgroup.sh"
+. "$KILN_SRC/tests/e2e/lib/dockerd.sh"
 work=$(mktemp -d)
 export KILN_ROOT=$work/a
 P=$work/podman
@@ -14,6 +15,7 @@ cleanup() {
 		podman --root "$P/root" --runroot "$P/run" --storage-driver vfs rm -a -f >/dev/null 2>&1 || true
 		grep -o " $P/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	fi
+	dockerd_stop
 	cg_parent_cleanup
 	rm -rf "$work"
 }
@@ -112,7 +114,8 @@ umoci unpack --image "$work/i1:docker.io/library/t:1" "$work/b3" >/dev/null || f
 [ "$(stat -c %i "$work/b3/rootfs/etc/hardlink")" = "$(stat -c %i "$work/b3/rootfs/etc/greeting")" ] || fail "hard link lost"
 
 # podman loads the saved archive and runs it
-if command -v podman >/dev/null && command -v runc >/dev/null && cg_parent_init "kiln_e2e_store_$$"; then
+cg_parent_init "kiln_e2e_store_$$" || CG_PARENT=
+if command -v podman >/dev/null && command -v runc >/dev/null && [ -n "$CG_PARENT" ]; then
 	mkdir -p "$P"
 	cat >"$P/containers.conf" <<'CONF'
 [containers]
@@ -129,5 +132,22 @@ CONF
 	[ "$out" = "$(printf 'hi\n0')" ] || fail "podman run said: $out"
 else
 	echo "podman/runc missing or no cgroup parent beneath ours: podman part not run"
+fi
+# docker load of the same tar, and the other way: docker save -> kiln load -> kiln run
+# (only where docker.io is installed: a private dockerd, vfs, no bridge/iptables)
+if dockerd_start "$work/docker"; then
+	$DOCKER load -i "$work/bb.tar" | grep -qx "Loaded image: busybox:latest" || fail "docker load"
+	[ "$($DOCKER image inspect -f '{{.Id}}' busybox:latest)" = "$id" ] || fail "docker load gives another image id"
+	out=$($DOCKER run --rm --network none busybox:latest sh -c 'echo hi; id -u') || fail "docker run"
+	[ "$out" = "$(printf 'hi\n0')" ] || fail "docker run said: $out"
+	printf 'FROM busybox:latest\nRUN echo from-docker > /d.txt\nCMD ["cat", "/d.txt"]\n' >"$work/Dockerfile.d"
+	DOCKER_BUILDKIT=0 $DOCKER build -q --network none -t dk/made:1 -f "$work/Dockerfile.d" "$work/x" >/dev/null || fail "docker build"
+	$DOCKER save -o "$work/dk.tar" dk/made:1 || fail "docker save"
+	out=$(KILN_ROOT=$work/c "$KILN" load -i "$work/dk.tar") || fail "kiln load of docker save output"
+	[ "$out" = "Loaded image: docker.io/dk/made:1" ] || [ "$out" = "Loaded image: dk/made:1" ] || fail "kiln load of docker's tar said: $out"
+	[ "$(KILN_ROOT=$work/c "$KILN" run --rm --network none dk/made:1)" = from-docker ] || fail "kiln run of docker's image"
+	dockerd_stop
+else
+	echo "docker part not run"
 fi
 echo "store save/load ok"
