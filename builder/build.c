@@ -57,16 +57,26 @@
 #pragma weak kiln_image_load
 #pragma weak kiln_image_commit
 
-static volatile sig_atomic_t g_interrupted;
+static volatile sig_atomic_t g_interrupted; /* the signal that interrupted the build, or 0 */
 static volatile pid_t g_child;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	g_interrupted = 1;
+	g_interrupted = sig;
 	pid_t c = g_child;
 	if (c > 0)
 		kill(c, SIGKILL);
+}
+
+/* The error of a build stopped by ^C or SIGTERM: kiln exits 128+signal, as a
+ * shell does; errnum EINTR marks it for the callers. */
+static int interrupted(struct kiln_err *err)
+{
+	int sig = g_interrupted ? g_interrupted : SIGINT;
+	kiln_err_set(err, 0, "build interrupted by SIG%s", sigabbrev_np(sig));
+	err->errnum = EINTR;
+	err->exit_code = 128 + sig;
+	return -1;
 }
 
 #define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
@@ -500,7 +510,7 @@ static int layer_step(struct builder *b, struct bstage *st, const char *created_
 	const char *rootfs = kiln_snap_rootfs(b->active);
 	int rc = fn(b, st, rootfs, arg, err);
 	if (rc == 0 && g_interrupted)
-		rc = kiln_err_set(err, EINTR, "interrupted");
+		rc = interrupted(err);
 	struct kiln_blob_writer *w = NULL;
 	if (rc == 0)
 		rc = kiln_store_blob_begin(b->store, &w, err);
@@ -1000,8 +1010,14 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 	mounts_free(&m);
 	if (r < 0)
 		return node_wrap(b, rc_->node, err);
-	if (g_interrupted || ex.signal == SIGINT || ex.code == 128 + SIGINT)
-		return kiln_err_set(err, EINTR, "interrupted");
+	/* ^C or a SIGTERM (CI cancelling the job) reached the sandbox, which
+	 * passed it on: the build was interrupted, the step did not fail */
+	if (ex.forwarded_signal == SIGINT || ex.forwarded_signal == SIGTERM || ex.forwarded_signal == SIGHUP)
+		g_interrupted = ex.forwarded_signal;
+	if (!g_interrupted && (ex.signal == SIGINT || ex.code == 128 + SIGINT))
+		g_interrupted = SIGINT;
+	if (g_interrupted)
+		return interrupted(err);
 	if (ex.code != 0 || ex.signal) {
 		KILN_AUTOFREE char *cmd = join_words(rc_->argv, strv_len(rc_->argv), " ");
 		if (ex.oom_killed)
@@ -1679,7 +1695,7 @@ static int arg_decl(struct builder *b, struct bstage *st, const struct kiln_df_n
 static int exec_node(struct builder *b, struct bstage *st, const struct kiln_df_node *n, struct kiln_err *err)
 {
 	if (g_interrupted)
-		return kiln_err_set(err, EINTR, "interrupted");
+		return interrupted(err);
 	const char *in = n->instr_lower;
 	st->step_no++;
 	char label[160];
@@ -2147,7 +2163,7 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 	if (rc == 0)
 		rc = build_stage(&b, target, err);   /* already built: a no-op */
 	if (rc == 0 && g_interrupted)
-		rc = kiln_err_set(err, EINTR, "build interrupted");
+		rc = interrupted(err);
 	if (rc == 0) {
 		/* unused build args */
 		struct kiln_buf unused = {0};
@@ -2223,8 +2239,10 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 		rc = kiln_write_file_atomic(AT_FDCWD, o->iidfile, id, strlen(id), 0644, err);
 	if (rc == 0 && id_out)
 		snprintf(id_out, KILN_DIGEST_MAX, "%s", id);
-	if (rc < 0 && g_interrupted && err->errnum != EINTR)
+	if (rc < 0 && g_interrupted && err->errnum != EINTR) {
 		kiln_err_wrap(err, "build interrupted");
+		err->exit_code = 128 + g_interrupted;
+	}
 	builder_free(&b);
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);

@@ -1527,7 +1527,8 @@ static void restore_tty(void)
 
 /* Wait for the container, forwarding signals and relaying the pty. */
 static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spec *spec,
-		     int *status, struct msg *errmsg, bool *failed, bool *execd, struct stubs *stubs)
+		     int *status, struct msg *errmsg, bool *failed, bool *execd, struct stubs *stubs,
+		     int *forwarded)
 {
 	/* a pidfd, not SIGCHLD: other threads (parallel build steps) have
 	 * children of their own, and a process-wide signal reaches one reader */
@@ -1651,6 +1652,8 @@ static int supervise(pid_t pid, int sync, int sfd, const struct kiln_sandbox_spe
 						ioctl(master, TIOCSWINSZ, &ws);
 				} else {
 					kill(pid, (int)si.ssi_signo);
+					if (forwarded)
+						*forwarded = (int)si.ssi_signo;
 				}
 			}
 		}
@@ -1919,7 +1922,8 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	bool failed = false, execd = false;
 	struct msg *em = kiln_xcalloc(1, sizeof(*em));
 	struct stubs stubs = {0};
-	int sr = supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd, &stubs);
+	int forwarded = 0;
+	int sr = supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd, &stubs, &forwarded);
 	if (sr < 0) {
 		kiln_err_set(err, errno, "waiting for the container");
 		kill(pid, SIGKILL);
@@ -1938,6 +1942,7 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	}
 	free(em);
 	fill_exit(status, ex);
+	ex->forwarded_signal = forwarded;
 	if (kiln_cgroup_oom_killed(&cg, ex->signal == SIGKILL || ex->code == 137)) {
 		ex->oom_killed = true;
 		ex->memory_limit = spec->limits.memory;
@@ -2104,7 +2109,7 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 	int status = 0;
 	bool failed = false, execd = false;
 	struct msg *em = kiln_xcalloc(1, sizeof(*em));
-	if (supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd, NULL) < 0) {
+	if (supervise(pid, sp[0], sfd, spec, &status, em, &failed, &execd, NULL, NULL) < 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		kiln_err_set(err, errno, "waiting for the exec'd process");

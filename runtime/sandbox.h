@@ -157,6 +157,8 @@ struct kiln_exit {
 	bool oom_killed;     /* the cgroup's OOM killer fired */
 	int64_t memory_limit;/* the limit in bytes when oom_killed */
 	char message[256];   /* "killed: out of memory (limit 64MiB)" etc., or "" */
+	int forwarded_signal;/* the last signal kiln received and passed on to the
+	                        container (SIGINT, SIGTERM, ...; not SIGWINCH), or 0 */
 };
 
 /* Run the sandbox to completion.  Returns 0 when the program ran (its exit

@@ -157,24 +157,31 @@ rc=$?
 set -e
 [ "$rc" = 2 ] || fail "unknown flag: exit $rc, not a usage error (2)"
 
-# an interrupted build (SIGINT while RUN sleeps) tags nothing and cleans up
-nap=$((3000 + RANDOM % 1000))
-printf 'FROM busybox\nRUN sleep %s\n' "$nap" > "$ctx/Dockerfile"
-"$KILN" build -t interrupted "$ctx" > "$work/log" 2>&1 &
-pid=$!
-for _ in $(seq 50); do grep -q "RUN sleep" "$work/log" && break; sleep 0.1; done
-sleep 0.5
-kill -INT "$pid"
-set +e
-wait "$pid"
-rc=$?
-set -e
-[ "$rc" != 0 ] || fail "interrupted build succeeded"
-"$KILN" inspect interrupted >/dev/null 2>&1 && fail "an interrupted build tagged an image"
-for d in "$KILN_ROOT"/snapshots/*/active; do
-	[ -d "$d" ] || continue
-	[ -z "$(ls -A "$d")" ] || fail "writable snapshots left after SIGINT: $(ls "$d")"
+# an interrupted build (^C, or the SIGTERM a CI runner sends when it cancels a
+# job, while RUN sleeps) stops at once, says so, exits 128+signal, tags nothing
+# and cleans up
+for sig in INT TERM; do
+	nap=$((3000 + RANDOM % 1000))
+	printf 'FROM busybox\nRUN sleep %s\n' "$nap" > "$ctx/Dockerfile"
+	"$KILN" build --progress plain -t interrupted "$ctx" > "$work/log" 2>&1 &
+	pid=$!
+	for _ in $(seq 50); do grep -q "RUN sleep" "$work/log" && break; sleep 0.1; done
+	sleep 0.5
+	kill -"$sig" "$pid"
+	set +e
+	wait "$pid"
+	rc=$?
+	set -e
+	want=130; [ "$sig" = TERM ] && want=143
+	[ "$rc" = "$want" ] || { cat "$work/log"; fail "SIG$sig: exit $rc, want $want"; }
+	grep -q "kiln: build interrupted by SIG$sig" "$work/log" || { cat "$work/log"; fail "SIG$sig: no 'build interrupted' message"; }
+	"$KILN" inspect interrupted >/dev/null 2>&1 && fail "a build interrupted by SIG$sig tagged an image"
+	for d in "$KILN_ROOT"/snapshots/*/active; do
+		[ -d "$d" ] || continue
+		[ -z "$(ls -A "$d")" ] || fail "writable snapshots left after SIG$sig: $(ls "$d")"
+	done
+	for _ in $(seq 20); do pgrep -fx "sleep $nap" >/dev/null || break; sleep 0.1; done
+	if pgrep -fx "sleep $nap" >/dev/null; then fail "the RUN process survived SIG$sig"; fi
 done
-for _ in $(seq 20); do pgrep -fx "sleep $nap" >/dev/null || break; sleep 0.1; done
-if pgrep -fx "sleep $nap" >/dev/null; then fail "the RUN process survived the interrupt"; fi
+"$KILN" fsck >/dev/null || fail "fsck after the interrupted builds"
 echo "build stages ok"
