@@ -28,6 +28,7 @@
 #include "layers/snapshot.h"
 #include "layers/store.h"
 #include "parser/expand.h"
+#include "parser/ignore.h"
 #include "parser/parser.h"
 #include "builder/build_plan.h"
 #include "runtime/sandbox.h"
@@ -617,6 +618,7 @@ struct mounts {
 	struct kiln_mount *v;
 	size_t n;
 	struct kiln_strv strs;   /* owned strings the mounts point at */
+	struct kiln_strv tmpdirs;/* filtered copies of the context, removed after the step */
 	int fds[64];
 	size_t nfds;
 };
@@ -625,6 +627,12 @@ static void mounts_free(struct mounts *m)
 {
 	for (size_t i = 0; i < m->nfds; i++)
 		close(m->fds[i]);
+	for (size_t i = 0; i < m->tmpdirs.n; i++) {
+		struct kiln_err e = {0};
+		if (kiln_rm_rf(m->tmpdirs.v[i], &e) < 0)
+			fprintf(stderr, "kiln: warning: removing %s: %s\n", m->tmpdirs.v[i], e.msg);
+	}
+	kiln_strv_free(&m->tmpdirs);
 	free(m->v);
 	kiln_strv_free(&m->strs);
 	memset(m, 0, sizeof(*m));
@@ -640,6 +648,57 @@ static int add_fd(struct mounts *m, int fd)
 {
 	if (m->nfds < 64)
 		m->fds[m->nfds++] = fd;
+	return fd;
+}
+
+/* The source of a bind mount from the context, as BuildKit shows it: the
+ * context without what .dockerignore excludes (a build never sees those
+ * files, be it through COPY or through a mount).  Without a .dockerignore
+ * the context itself is mounted; otherwise the source (a file or a
+ * directory) is copied, filtered, into a private directory under the kiln
+ * root that is removed after the step.  Returns an O_PATH fd, or -1. */
+static int context_bind_source(struct builder *b, struct mounts *m, const char *source, struct kiln_err *err)
+{
+	const char *rel = source ? source : ".";
+	int fd = open_in_root(b->ctx.dirfd, rel, O_PATH);
+	if (fd < 0)
+		return kiln_err_set(err, errno, "bind mount source %s", source ? source : "/");
+	if (kiln_ignore_count(b->ctx.ignore) == 0)
+		return fd;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return kiln_err_set(err, e, "bind mount source %s", rel);
+	}
+	close(fd);
+	KILN_AUTOFREE char *clean = kiln_copy_clean(rel[0] == '/' ? rel + 1 : rel);
+	if (!strcmp(clean, "/") || !strcmp(clean, ""))
+		clean[0] = '.', clean[1] = '\0';
+	if (strcmp(clean, ".") && kiln_context_excluded(&b->ctx, clean, S_ISDIR(st.st_mode)) == KILN_COPY_EXCLUDED)
+		return kiln_err_set(err, 0, "bind mount source %s is excluded by .dockerignore", rel);
+	KILN_AUTOFREE char *dir = kiln_xasprintf("%s/tmp/bindctx-XXXXXX", b->o->root);
+	if (!mkdtemp(dir))
+		return kiln_err_set(err, errno, "bind mount source %s: making %s", rel, dir);
+	kiln_strv_push(&m->tmpdirs, dir);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return kiln_err_set(err, errno, "bind mount source %s: opening %s", rel, dir);
+	struct kiln_copy_src src = {.rootfd = b->ctx.dirfd, .excluded = kiln_context_excluded,
+				    .excluded_arg = &b->ctx, .keep_owner = true};
+	struct kiln_copy_opts co = {.dest = "/", .workdir = "/"};
+	char *matches[] = {clean, NULL};
+	int r = kiln_copy_run(&src, matches, 1, dfd, &co, err);
+	if (r == 0) {
+		/* a directory's contents went to the top, a file under its name */
+		const char *base = strrchr(clean, '/') ? strrchr(clean, '/') + 1 : clean;
+		fd = openat(dfd, S_ISDIR(st.st_mode) ? "." : base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			r = kiln_err_set(err, errno, "bind mount source %s: the filtered copy", rel);
+	}
+	close(dfd);
+	if (r < 0)
+		return kiln_err_wrap(err, "bind mount source %s", rel);
 	return fd;
 }
 
@@ -799,9 +858,12 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 			if (rc == 0 && rw && strcasecmp(rw, "false"))
 				rc = node_fail(b, n, err, "read-write bind mounts are not supported by kiln");
 			if (rc == 0) {
-				int fd = open_in_root(rootfd, source ? source : ".", O_PATH);
+				int fd = from ? open_in_root(rootfd, source ? source : ".", O_PATH)
+					      : context_bind_source(b, m, source, err);
 				if (fd < 0) {
-					rc = kiln_err_set(err, errno, "bind mount source %s", source ? source : "/");
+					if (from)
+						kiln_err_set(err, errno, "bind mount source %s", source ? source : "/");
+					rc = node_wrap(b, n, err);
 				} else {
 					add_fd(m, fd);
 					mt.type = KILN_MOUNT_BIND;

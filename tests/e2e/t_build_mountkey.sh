@@ -99,4 +99,29 @@ step_cached "echo cached-mount" && fail "steps after a re-run step must re-run"
 # the cache mount (written by the re-run above) is not part of the key
 build
 [ "$(ncached)" = 7 ] || { cat "$work/log"; fail "rebuild after changes: $(ncached) of 7 steps cached"; }
+
+# what .dockerignore excludes is not in a bind mount of the context either
+# (as in BuildKit, where the context a build sees lacks those files): the
+# whole context, a directory of it, and an excluded file named as the source
+mkdir -p "$work/ig/sub"
+echo s > "$work/ig/secret.env"; echo k > "$work/ig/keep.txt"
+echo h > "$work/ig/sub/id.key"; echo v > "$work/ig/sub/visible"
+printf 'secret.env\n**/*.key\n' > "$work/ig/.dockerignore"
+cat > "$work/ig/Dockerfile" <<'DF'
+FROM busybox
+RUN --mount=type=bind,target=/ctx find /ctx | sort > /whole
+RUN --mount=type=bind,source=sub,target=/s find /s | sort > /sub
+RUN --mount=type=bind,source=keep.txt,target=/k.txt cat /k.txt > /file
+DF
+"$KILN" build -q -t ignored "$work/ig" >/dev/null || fail "build with bind mounts of a context with .dockerignore"
+whole=$("$KILN" run --rm --network none ignored cat /whole)
+sub=$("$KILN" run --rm --network none ignored cat /sub)
+case "$whole$sub" in *secret.env*|*id.key*) fail "an ignored file was visible in a bind mount: $whole $sub";; esac
+echo "$whole" | grep -qx /ctx/keep.txt || fail "the context mount lacks keep.txt: $whole"
+echo "$sub" | grep -qx /s/visible || fail "the sub mount lacks visible: $sub"
+[ "$("$KILN" run --rm --network none ignored cat /file)" = k ] || fail "a file bind mount"
+printf 'FROM busybox\nRUN --mount=type=bind,source=secret.env,target=/x cat /x\n' > "$work/ig/Dockerfile"
+if "$KILN" build -q "$work/ig" > "$work/log" 2>&1; then fail "an ignored file could be bind mounted"; fi
+grep -q "Dockerfile:2: .*secret.env is excluded by .dockerignore" "$work/log" || { cat "$work/log"; fail "no clear error for an ignored bind source"; }
+[ -z "$(ls -A "$KILN_ROOT/tmp")" ] || fail "filtered context copies left in the root's tmp: $(ls "$KILN_ROOT/tmp")"
 echo ok
