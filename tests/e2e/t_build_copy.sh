@@ -9,8 +9,6 @@ command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static i
 command -v python3 >/dev/null || { echo "python3 is not installed"; exit 77; }
 
 export KILN_ROOT=$(mktemp -d)
-# vfs: kiln run on overlay cannot mount more than a few lower layers yet
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 srv_pid=
 cleanup() {

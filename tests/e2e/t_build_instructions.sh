@@ -9,7 +9,6 @@ command -v jq >/dev/null || { echo "jq is not installed"; exit 77; }
 export KILN_ROOT=$(mktemp -d)
 # many layers: the vfs driver (kiln run on overlay cannot mount more than a few
 # lower layers yet: fsconfig limits one lowerdir string to 256 bytes)
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 cleanup() {
 	for c in $("$KILN" ps -aq 2>/dev/null); do "$KILN" rm -f "$c" >/dev/null 2>&1 || true; done

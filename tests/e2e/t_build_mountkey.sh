@@ -9,8 +9,6 @@ set -eu
 command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static is not installed"; exit 77; }
 
 export KILN_ROOT=$(mktemp -d)
-# vfs: overlay lower layers are being fixed elsewhere ("lowerdir: Invalid argument")
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 cleanup() { rm -rf "$KILN_ROOT" "$work"; }
 trap cleanup EXIT

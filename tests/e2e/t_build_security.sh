@@ -9,8 +9,6 @@ set -eu
 command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static is not installed"; exit 77; }
 
 export KILN_ROOT=$(mktemp -d)
-# vfs: kiln run on overlay cannot mount more than a few lower layers yet
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 tag=$$-$RANDOM
 canary=/tmp/kiln-canary-$tag

@@ -14,7 +14,6 @@ command -v jq >/dev/null || { echo "jq is not installed"; exit 77; }
 : "${KILN:?}" "${KILN_SRC:?}"
 
 . "$KILN_SRC/tests/e2e/lib/registry.sh"
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 ROOT_A=$work/rootA
 ROOT_B=$work/rootB

@@ -13,7 +13,6 @@ command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static i
 command -v python3 >/dev/null || { echo "python3 is not installed"; exit 77; }
 
 export KILN_ROOT=$(mktemp -d)
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 tag=$$-$RANDOM
 C=/tmp/kiln-add-canary-$tag

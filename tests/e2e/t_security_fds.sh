@@ -8,7 +8,6 @@ set -eu
 command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static is not installed"; exit 77; }
 
 export KILN_ROOT=$(mktemp -d)
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 cid=
 cleanup() {

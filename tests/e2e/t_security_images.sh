@@ -19,7 +19,6 @@ BB=$(command -v busybox || echo /bin/busybox)
 [ -x "$BB" ] || { echo "busybox-static is not installed"; exit 77; }
 
 export KILN_ROOT=$(mktemp -d)
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 work=$(mktemp -d)
 tag=$$-$RANDOM
 marker=/tmp/kiln-nss-marker-$tag

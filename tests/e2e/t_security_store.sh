@@ -11,7 +11,6 @@ command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static i
 
 base=$(mktemp -d)
 export KILN_ROOT=$base/store     # does not exist yet: kiln creates it
-export KILN_STORAGE_DRIVER=${KILN_STORAGE_DRIVER:-vfs}
 cids=
 cleanup() {
 	for c in $cids; do "$KILN" rm -f "$c" >/dev/null 2>&1 || true; done
