@@ -651,19 +651,22 @@ static int add_fd(struct mounts *m, int fd)
 	return fd;
 }
 
-/* The source of a bind mount from the context, as BuildKit shows it: the
- * context without what .dockerignore excludes (a build never sees those
- * files, be it through COPY or through a mount).  Without a .dockerignore
- * the context itself is mounted; otherwise the source (a file or a
- * directory) is copied, filtered, into a private directory under the kiln
- * root that is removed after the step.  Returns an O_PATH fd, or -1. */
-static int context_bind_source(struct builder *b, struct mounts *m, const char *source, struct kiln_err *err)
+/* The source of a bind mount (rootfd: the context, or a stage's or an image's
+ * root), as BuildKit shows it.  From the context, what .dockerignore excludes
+ * is not there (a build never sees those files, be it through COPY or a
+ * mount); a read-write mount (rw) lets the step write, and its writes are
+ * discarded afterwards.  When neither applies, the source itself is mounted
+ * (read-only); otherwise the source (a file or a directory) is copied,
+ * filtered, into a private directory under the kiln root that is removed
+ * after the step.  Returns an O_PATH fd, or -1. */
+static int bind_source(struct builder *b, struct mounts *m, int rootfd, bool context, const char *source,
+		       bool rw, struct kiln_err *err)
 {
 	const char *rel = source ? source : ".";
-	int fd = open_in_root(b->ctx.dirfd, rel, O_PATH);
+	int fd = open_in_root(rootfd, rel, O_PATH);
 	if (fd < 0)
 		return kiln_err_set(err, errno, "bind mount source %s", source ? source : "/");
-	if (kiln_ignore_count(b->ctx.ignore) == 0)
+	if (!rw && !(context && kiln_ignore_count(b->ctx.ignore) > 0))
 		return fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
@@ -675,7 +678,8 @@ static int context_bind_source(struct builder *b, struct mounts *m, const char *
 	KILN_AUTOFREE char *clean = kiln_copy_clean(rel[0] == '/' ? rel + 1 : rel);
 	if (!strcmp(clean, "/") || !strcmp(clean, ""))
 		clean[0] = '.', clean[1] = '\0';
-	if (strcmp(clean, ".") && kiln_context_excluded(&b->ctx, clean, S_ISDIR(st.st_mode)) == KILN_COPY_EXCLUDED)
+	if (context && strcmp(clean, ".") &&
+	    kiln_context_excluded(&b->ctx, clean, S_ISDIR(st.st_mode)) == KILN_COPY_EXCLUDED)
 		return kiln_err_set(err, 0, "bind mount source %s is excluded by .dockerignore", rel);
 	KILN_AUTOFREE char *dir = kiln_xasprintf("%s/tmp/bindctx-XXXXXX", b->o->root);
 	if (!mkdtemp(dir))
@@ -684,8 +688,11 @@ static int context_bind_source(struct builder *b, struct mounts *m, const char *
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return kiln_err_set(err, errno, "bind mount source %s: opening %s", rel, dir);
-	struct kiln_copy_src src = {.rootfd = b->ctx.dirfd, .excluded = kiln_context_excluded,
-				    .excluded_arg = &b->ctx, .keep_owner = true};
+	struct kiln_copy_src src = {.rootfd = rootfd, .keep_owner = true};
+	if (context) {
+		src.excluded = kiln_context_excluded;
+		src.excluded_arg = &b->ctx;
+	}
 	struct kiln_copy_opts co = {.dest = "/", .workdir = "/"};
 	char *matches[] = {clean, NULL};
 	int r = kiln_copy_run(&src, matches, 1, dfd, &co, err);
@@ -855,14 +862,10 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 			const char *rw = csv_get(kv.v, kv.n, "rw");
 			if (!rw)
 				rw = csv_get(kv.v, kv.n, "readwrite");
-			if (rc == 0 && rw && strcasecmp(rw, "false"))
-				rc = node_fail(b, n, err, "read-write bind mounts are not supported by kiln");
+			bool writable = rw && strcasecmp(rw, "false");
 			if (rc == 0) {
-				int fd = from ? open_in_root(rootfd, source ? source : ".", O_PATH)
-					      : context_bind_source(b, m, source, err);
+				int fd = bind_source(b, m, rootfd, !from, source, writable, err);
 				if (fd < 0) {
-					if (from)
-						kiln_err_set(err, errno, "bind mount source %s", source ? source : "/");
 					rc = node_wrap(b, n, err);
 				} else {
 					add_fd(m, fd);
@@ -870,7 +873,7 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 					mt.source_fd = fd;
 					mt.source = keep_str(m, kiln_xstrdup(source ? source : "/"));
 					mt.target = keep_str(m, kiln_xstrdup(target));
-					mt.readonly = true;
+					mt.readonly = !writable;
 				}
 			}
 		} else {

@@ -4,6 +4,7 @@
 # honoured, mtimes not), the result of a from=<stage>, and a from=<image>;
 # a changed source re-runs the step and the image holds the new output, an
 # unchanged or only touched one is CACHED.  type=cache is not in the key.
+# Also what a bind mount shows: no .dockerignore'd files, rw writes discarded.
 set -eu
 [ "$(id -u)" = 0 ] || { echo "needs root (namespaces, mounts)"; exit 77; }
 command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static is not installed"; exit 77; }
@@ -122,4 +123,25 @@ printf 'FROM busybox\nRUN --mount=type=bind,source=secret.env,target=/x cat /x\n
 if "$KILN" build -q "$work/ig" > "$work/log" 2>&1; then fail "an ignored file could be bind mounted"; fi
 grep -q "Dockerfile:2: .*secret.env is excluded by .dockerignore" "$work/log" || { cat "$work/log"; fail "no clear error for an ignored bind source"; }
 [ -z "$(ls -A "$KILN_ROOT/tmp")" ] || fail "filtered context copies left in the root's tmp: $(ls "$KILN_ROOT/tmp")"
+
+# rw: the step may write into a bind mount (from the context or a stage); the
+# writes are its own and vanish afterwards, the source is untouched; without
+# rw the mount is read-only
+cat > "$work/ig/Dockerfile" <<'DF'
+FROM busybox AS s
+RUN echo a > /f
+FROM busybox
+RUN --mount=type=bind,rw,target=/c sh -c 'echo x > /c/new && cat /c/keep.txt' > /ctx-out
+RUN --mount=type=bind,from=s,source=/f,target=/m.txt,rw sh -c 'echo b >> /m.txt && cat /m.txt' > /rw-out
+RUN --mount=type=bind,from=s,target=/m cat /m/f > /after
+RUN --mount=type=bind,target=/c sh -c 'if echo y > /c/new2 2>/dev/null; then echo writable; else echo readonly; fi' > /ro-out
+DF
+"$KILN" build -q -t rwmounts "$work/ig" >/dev/null || fail "build with rw bind mounts"
+r() { "$KILN" run --rm --network none rwmounts cat "$1" | tr '\n' ' '; }
+[ "$(r /ctx-out)" = "k " ] || fail "rw context mount: $(r /ctx-out)"
+[ "$(r /rw-out)" = "a b " ] || fail "rw stage mount: $(r /rw-out)"
+[ "$(r /after)" = "a " ] || fail "a write through an rw mount reached the stage: $(r /after)"
+[ "$(r /ro-out)" = "readonly " ] || fail "a bind mount without rw was writable"
+[ ! -e "$work/ig/new" ] && [ ! -e "$work/ig/new2" ] || fail "a RUN step wrote into the build context"
+[ -z "$(ls -A "$KILN_ROOT/tmp")" ] || fail "rw mount copies left in the root's tmp: $(ls "$KILN_ROOT/tmp")"
 echo ok
