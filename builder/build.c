@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -797,9 +798,52 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 			char dg[KILN_DIGEST_MAX];
 			kiln_digest_data(id, strlen(id), dg);
 			KILN_AUTOFREE char *dir = kiln_xasprintf("%s/cache/mounts/%.32s", b->o->root, dg + 7);
+			/* sharing (as BuildKit): shared (the default) lets every step use
+			 * the cache at once; locked waits until no other step, in this
+			 * or another kiln process, has it; private takes it when no one
+			 * else has it, else gives the step an empty one of its own.  A
+			 * flock on <dir>.lock, held until the step ends, says who has it. */
+			const char *sharing = csv_get(kv.v, kv.n, "sharing");
+			if (!sharing)
+				sharing = "shared";
+			if (rc == 0) {
+				KILN_AUTOFREE char *lk = kiln_xasprintf("%s.lock", dir);
+				KILN_AUTOFREE char *parent = kiln_xasprintf("%s/cache/mounts", b->o->root);
+				int lfd = kiln_mkdir_p(parent, 0700, err) < 0 ? -1
+					: open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+				if (lfd < 0) {
+					if (!err->msg[0])
+						kiln_err_set(err, errno, "cache mount %s: lock file", id);
+					rc = -1;
+				} else {
+					add_fd(m, lfd);
+					int op = !strcmp(sharing, "shared") ? LOCK_SH : LOCK_EX;
+					if (!strcmp(sharing, "private"))
+						op |= LOCK_NB;
+					int r;
+					while ((r = flock(lfd, op)) < 0 && errno == EINTR && !g_interrupted)
+						;
+					if (r < 0 && errno == EWOULDBLOCK) {
+						/* private, and in use: an empty cache of our own */
+						free(dir);
+						dir = kiln_xasprintf("%s/tmp/cachemnt-XXXXXX", b->o->root);
+						if (!mkdtemp(dir)) {
+							rc = kiln_err_set(err, errno, "cache mount %s: a private instance", id);
+						} else {
+							kiln_strv_push(&m->tmpdirs, dir);
+							rmdir(dir); /* recreated below as a fresh cache dir */
+						}
+					} else if (r < 0) {
+						rc = g_interrupted ? interrupted(err)
+						   : kiln_err_set(err, errno, "cache mount %s: locking", id);
+					}
+				}
+			}
 			struct stat sbuf;
 			bool fresh = stat(dir, &sbuf) < 0;
-			if (kiln_mkdir_p(dir, 0755, err) < 0) {
+			if (rc < 0) {
+				/* reported above */
+			} else if (kiln_mkdir_p(dir, 0755, err) < 0) {
 				rc = -1;
 			} else {
 				int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

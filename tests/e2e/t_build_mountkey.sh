@@ -4,7 +4,8 @@
 # honoured, mtimes not), the result of a from=<stage>, and a from=<image>;
 # a changed source re-runs the step and the image holds the new output, an
 # unchanged or only touched one is CACHED.  type=cache is not in the key.
-# Also what a bind mount shows: no .dockerignore'd files, rw writes discarded.
+# Also what a bind mount shows: no .dockerignore'd files, rw writes discarded;
+# and cache mount sharing=locked|shared|private between concurrent builds.
 set -eu
 [ "$(id -u)" = 0 ] || { echo "needs root (namespaces, mounts)"; exit 77; }
 command -v busybox >/dev/null || [ -x /bin/busybox ] || { echo "busybox-static is not installed"; exit 77; }
@@ -144,4 +145,35 @@ r() { "$KILN" run --rm --network none rwmounts cat "$1" | tr '\n' ' '; }
 [ "$(r /ro-out)" = "readonly " ] || fail "a bind mount without rw was writable"
 [ ! -e "$work/ig/new" ] && [ ! -e "$work/ig/new2" ] || fail "a RUN step wrote into the build context"
 [ -z "$(ls -A "$KILN_ROOT/tmp")" ] || fail "rw mount copies left in the root's tmp: $(ls "$KILN_ROOT/tmp")"
+
+# cache mount sharing, between two builds running at once: locked takes
+# turns, shared lets both in, private gives the second an empty cache
+mkdir -p "$work/sh"
+for sharing in locked shared private; do
+	cat > "$work/sh/Dockerfile" <<DF
+FROM busybox
+ARG N=0
+RUN --mount=type=cache,target=/c,sharing=$sharing,id=sh-$sharing sh -c 'echo start-\$N >> /c/log; sleep 2; echo end-\$N >> /c/log; cat /c/log' > /out
+DF
+	"$KILN" build -q --no-cache --build-arg N=1 -t sh1 "$work/sh" > "$work/sh1.log" 2>&1 & p1=$!
+	"$KILN" build -q --no-cache --build-arg N=2 -t sh2 "$work/sh" > "$work/sh2.log" 2>&1 & p2=$!
+	wait $p1 || { cat "$work/sh1.log"; fail "sharing=$sharing: first build"; }
+	wait $p2 || { cat "$work/sh2.log"; fail "sharing=$sharing: second build"; }
+	o1=$("$KILN" run --rm --network none sh1 cat /out | tr '\n' ' ')
+	o2=$("$KILN" run --rm --network none sh2 cat /out | tr '\n' ' ')
+	case $sharing in
+	locked)  # the one that ran second saw the whole first run before its own start
+		case "$o1$o2" in
+		*"start-1 end-1 start-2 end-2"*|*"start-2 end-2 start-1 end-1"*) ;;
+		*) fail "sharing=locked: the steps overlapped: '$o1' '$o2'";; esac;;
+	shared)
+		case "$o1$o2" in
+		*"start-1 start-2"*|*"start-2 start-1"*) ;;
+		*) fail "sharing=shared: the steps did not run at once: '$o1' '$o2'";; esac;;
+	private)
+		[ "$(echo "$o1" | wc -w)" = 2 ] && [ "$(echo "$o2" | wc -w)" = 2 ] ||
+			fail "sharing=private: a step saw the other's cache: '$o1' '$o2'";;
+	esac
+done
+[ -z "$(ls -A "$KILN_ROOT/tmp")" ] || fail "private cache instances left in the root's tmp: $(ls "$KILN_ROOT/tmp")"
 echo ok
