@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -442,6 +443,38 @@ static int digest_dir(struct digest_walk *w, int dfd, const char *rel, const cha
 	return rc;
 }
 
+static bool xattr_copied(const char *name);
+
+/* The xattrs COPY carries over (see copy_xattrs), sorted by name, into the
+ * digest: a file that only gained a capability is a different source. */
+static void digest_xattrs(struct digest_walk *w, int fd)
+{
+	char names[16384];
+	ssize_t n = flistxattr(fd, names, sizeof(names));
+	if (n <= 0)
+		return;
+	struct kiln_strv v = {0};
+	for (char *name = names; name < names + n; name += strlen(name) + 1)
+		if (xattr_copied(name))
+			kiln_strv_push(&v, name);
+	if (v.n > 1)
+		qsort(v.v, v.n, sizeof(*v.v), cmp_str);
+	char *val = NULL;
+	for (size_t i = 0; i < v.n; i++) {
+		ssize_t vl = fgetxattr(fd, v.v[i], NULL, 0);
+		if (vl < 0)
+			continue;
+		val = kiln_xrealloc(val, (size_t)vl + 1);
+		vl = fgetxattr(fd, v.v[i], val, (size_t)vl);
+		if (vl < 0)
+			continue;
+		md_printf(w->md, "X %s %zd", v.v[i], vl);
+		EVP_DigestUpdate(w->md, val, (size_t)vl);
+	}
+	free(val);
+	kiln_strv_free(&v);
+}
+
 static int digest_entry(struct digest_walk *w, int fd, const char *rel, const char *top_rel,
 			const struct stat *st, struct kiln_err *err)
 {
@@ -449,6 +482,7 @@ static int digest_entry(struct digest_walk *w, int fd, const char *rel, const ch
 	unsigned uid = w->src->keep_owner ? st->st_uid : 0, gid = w->src->keep_owner ? st->st_gid : 0;
 	if (S_ISDIR(st->st_mode)) {
 		md_printf(w->md, "D %s %o %u %u", top_rel, mode, uid, gid);
+		digest_xattrs(w, fd);
 		return digest_dir(w, fd, rel, top_rel, err);
 	}
 	if (S_ISREG(st->st_mode)) {
@@ -461,6 +495,7 @@ static int digest_entry(struct digest_walk *w, int fd, const char *rel, const ch
 			snprintf(hex + 2 * i, 3, "%02x", h[i]);
 		md_printf(w->md, "F %s %o %u %u %lld %s %lu", top_rel, mode, uid, gid,
 			  (long long)st->st_size, hex, (unsigned long)st->st_nlink > 1 ? (unsigned long)st->st_ino : 0UL);
+		digest_xattrs(w, fd);
 		return 0;
 	}
 	md_printf(w->md, "S %s %o %o %u %u %lu", top_rel, mode, (unsigned)(st->st_mode & S_IFMT), uid, gid,
@@ -650,7 +685,43 @@ static int clear_slot(int dirfd, const char *name, bool want_dir, bool *is_dir, 
 	return 0;
 }
 
-static int set_meta_fd(int fd, const struct copier *c, const struct stat *st, bool is_dir,
+/* Extended attributes of src onto dst (both readable fds), after the owner
+ * is set (a chown drops security.capability).  Not copied, as the layer
+ * writer does not record them either: SELinux labels (the host's, meaningless
+ * in an image), ACLs (system.*) and overlayfs' own bookkeeping.  A file system without xattr support on either side copies
+ * none, as Docker does. */
+static bool xattr_copied(const char *name)
+{
+	return strcmp(name, "security.selinux") && strncmp(name, "system.", 7) &&
+	       strncmp(name, "trusted.overlay.", 16) && strncmp(name, "user.overlay.", 13);
+}
+
+static int copy_xattrs(int src, int dst, struct kiln_err *err)
+{
+	char names[16384];
+	ssize_t n = flistxattr(src, names, sizeof(names));
+	if (n < 0)
+		return errno == ENOTSUP || errno == ENODATA ? 0 : kiln_err_set(err, errno, "listing xattrs");
+	char *val = NULL;
+	int rc = 0;
+	for (char *name = names; name < names + n && rc == 0; name += strlen(name) + 1) {
+		if (!xattr_copied(name))
+			continue;
+		ssize_t vl = fgetxattr(src, name, NULL, 0);
+		if (vl < 0)
+			continue; /* went away meanwhile */
+		val = kiln_xrealloc(val, (size_t)vl + 1);
+		vl = fgetxattr(src, name, val, (size_t)vl);
+		if (vl < 0)
+			continue;
+		if (fsetxattr(dst, name, val, (size_t)vl, 0) < 0 && errno != ENOTSUP)
+			rc = kiln_err_set(err, errno, "setting xattr %s", name);
+	}
+	free(val);
+	return rc;
+}
+
+static int set_meta_fd(int fd, int srcfd, const struct copier *c, const struct stat *st, bool is_dir,
 		       struct kiln_err *err)
 {
 	uid_t u;
@@ -662,6 +733,8 @@ static int set_meta_fd(int fd, const struct copier *c, const struct stat *st, bo
 	(void)is_dir;
 	if (fchmod(fd, mode) < 0)
 		return kiln_err_set(err, errno, "chmod");
+	if (srcfd >= 0 && copy_xattrs(srcfd, fd, err) < 0)
+		return -1;
 	struct timespec ts[2] = {st->st_mtim, st->st_mtim};
 	if (futimens(fd, ts) < 0)
 		return kiln_err_set(err, errno, "setting times");
@@ -688,7 +761,7 @@ static int copy_file(struct copier *c, int srcfd, const struct stat *st, int dst
 		return kiln_err_set(err, errno, "creating %s", name);
 	int rc = copy_data(srcfd, out, err);
 	if (rc == 0)
-		rc = set_meta_fd(out, c, st, false, err);
+		rc = set_meta_fd(out, srcfd, c, st, false, err);
 	if (rc == 0 && st->st_nlink > 1) {
 		int pfd = openat(dstdir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (pfd >= 0) {
@@ -764,7 +837,7 @@ static int copy_child(struct copier *c, int srcdir, const char *sname, const cha
 		}
 		int rc = copy_dir_contents(c, sfd, ctop, crel, dfd, err);
 		if (rc == 0)
-			rc = set_meta_fd(dfd, c, &st, true, err);
+			rc = set_meta_fd(dfd, sfd, c, &st, true, err);
 		close(dfd);
 		close(sfd);
 		return rc;

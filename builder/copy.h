@@ -4,7 +4,8 @@
  * Every path in the destination rootfs is resolved with openat2
  * RESOLVE_IN_ROOT (security.md items 4, 11); sources are resolved inside
  * their own root too.  --link is accepted and treated as a normal copy.
- * Extended attributes are not copied.
+ * Extended attributes (file capabilities, user.*) are copied and are part of
+ * the source digest; SELinux labels, ACLs and overlayfs' own are not.
  */
 #ifndef KILN_BUILDER_COPY_H
 #define KILN_BUILDER_COPY_H

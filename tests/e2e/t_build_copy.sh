@@ -99,4 +99,46 @@ kb -o "type=local,dest=$work/out" -t exp "$ctx" || fail "--output local"
 kb -o "type=tar,dest=$work/out.tar" -o "type=oci,dest=$work/oci.tar" -t exp "$ctx" || fail "--output tar/oci"
 tar -tf "$work/out.tar" | grep -qx exported || fail "--output tar lacks the file"
 tar -tf "$work/oci.tar" | grep -qx index.json || fail "--output oci is not an OCI archive"
+# extended attributes travel with COPY and COPY --from (a file capability
+# set on the context file, a user xattr on one in a directory) into the
+# layers; a changed xattr is a changed source (the COPY re-runs)
+rm -rf "$ctx" && mkdir -p "$ctx/d"
+cp "$(command -v busybox || echo /bin/busybox)" "$ctx/pingish"
+echo data > "$ctx/d/f"
+python3 - "$ctx" <<'PY' || fail "cannot set xattrs in the context (file system without xattrs?)"
+import os, sys
+c = sys.argv[1]
+os.setxattr(c + '/pingish', 'security.capability', bytes.fromhex('0100000200200000000000000000000000000000'))
+os.setxattr(c + '/d/f', 'user.kiln', b'v1')
+PY
+cat > "$ctx/Dockerfile" <<'DF'
+FROM busybox AS a
+COPY pingish /bin/pingish
+COPY d /d
+FROM busybox
+COPY --from=a /bin/pingish /bin/pingish2
+COPY --from=a /d /e
+DF
+kb -t xattrs "$ctx" || fail "build with xattrs"
+"$KILN" save -o "$work/xattrs.tar" xattrs
+xa() { python3 - "$work/xattrs.tar" <<'PY'
+import io, json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+for l in json.load(t.extractfile('manifest.json'))[0]['Layers']:
+    lt = tarfile.open(fileobj=io.BytesIO(t.extractfile(l).read()), encoding='utf-8', errors='surrogateescape')
+    for e in lt.getmembers():
+        for k, v in sorted(e.pax_headers.items()):
+            if k.startswith('SCHILY.xattr.'):
+                print(e.name, k[13:], v.encode('utf-8', 'surrogateescape').hex())
+PY
+}
+xa > "$work/xa1"
+grep -qx "bin/pingish2 security.capability 0100000200200000000000000000000000000000" "$work/xa1" || { cat "$work/xa1"; fail "COPY --from lost the file capability"; }
+grep -qx "e/f user.kiln $(printf v1 | od -An -tx1 | tr -d ' \n')" "$work/xa1" || { cat "$work/xa1"; fail "COPY lost a user xattr"; }
+python3 -c "import os, sys; os.setxattr(sys.argv[1], 'user.kiln', b'v2')" "$ctx/d/f"
+kb -t xattrs "$ctx" || fail "rebuild after an xattr change"
+grep -A1 "COPY d /d" "$work/log" | grep -q CACHED && fail "a changed xattr left COPY d /d cached"
+"$KILN" save -o "$work/xattrs.tar" xattrs
+xa | grep -qx "e/f user.kiln $(printf v2 | od -An -tx1 | tr -d ' \n')" || fail "the new xattr value is not in the image"
+
 echo "build copy ok"
