@@ -30,7 +30,7 @@ cp_before=$(cat /proc/sys/kernel/core_pattern)
 mkdir -p "$work/flip" "$work/read"
 cat > "$work/flip/Dockerfile" <<EOF
 FROM busybox
-RUN --mount=type=cache,id=shared-x,target=/c sh -c 'end=\$((\$(date +%s) + 25)); mkdir -p /c/sub; echo cache-file > /c/sub/in-cache; while [ \$(date +%s) -lt \$end ]; do rm -rf /c/sub; ln -s / /c/sub; rm -f /c/sub; ln -s $C /c/sub; rm -f /c/sub; ln -s ../../../../../../../../$C /c/sub; rm -f /c/sub; mkdir /c/sub; echo cache-file > /c/sub/in-cache; done'
+RUN --mount=type=cache,id=shared-x,target=/c sh -c 'end=\$((\$(date +%s) + 25)); mkdir -p /c/sub; echo cache-file > /c/sub/in-cache; while [ \$(date +%s) -lt \$end ]; do rm -rf /c/sub; ln -s / /c/sub; rm -f /c/sub; ln -s $C /c/sub; rm -f /c/sub; ln -s ../../../../../../../../$C /c/sub; rm -f /c/sub; mkdir /c/sub; echo cache-file > /c/sub/in-cache; usleep 3000; done'
 EOF
 reader() { # reader I: one build, one step (a step may be refused while the
 	# source is missing or a symlink; a refusal is fine, an escape is not)
