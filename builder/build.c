@@ -31,7 +31,7 @@
 #include "parser/expand.h"
 #include "parser/ignore.h"
 #include "parser/parser.h"
-#include "builder/build_plan.h"
+#include "parser/plan.h"
 #include "runtime/sandbox.h"
 
 /* The modules below are written concurrently; weak references keep kiln
@@ -402,7 +402,7 @@ static int resolve_from(struct builder *b, struct bstage *st, const char *ref, s
 		return 0;
 	}
 	int idx = -1;
-	if (kiln_build_plan_resolve_from(b->plan, st->index, ref, &idx, err) < 0)
+	if (kiln_plan_resolve_from(b->plan, st->index, ref, &idx, err) < 0)
 		return -1;
 	if (idx >= 0 && (size_t)idx < b->n_stages)
 		*out = &b->stages[idx];
@@ -2180,7 +2180,7 @@ static void builder_free(struct builder *b)
 	if (b->store)
 		kiln_store_close(b->store);
 	if (b->plan)
-		kiln_build_plan_free(b->plan);
+		kiln_plan_free(b->plan);
 	if (b->df)
 		kiln_df_free(b->df);
 	kiln_context_close(&b->ctx);
@@ -2235,12 +2235,12 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 	/* Every plan error (stage names, --target, --from cycles, mount specs,
 	 * ...) is reported here, before anything is pulled or run. */
 	if (rc == 0)
-		rc = kiln_build_plan_new(b.df, &b.build_args, o->target, &b.plan, err);
+		rc = kiln_plan_build(b.df, &b.build_args, o->target, &b.plan, err);
 	if (rc == 0)
 		rc = split_stages(&b, err);
-	if (rc == 0 && kiln_build_plan_n_stages(b.plan) != b.n_stages)
+	if (rc == 0 && b.plan->n_stages != b.n_stages)
 		rc = kiln_err_set(err, 0, "%s: internal error: the plan has %zu stages, the builder %zu",
-				  b.ctx.dockerfile_name, kiln_build_plan_n_stages(b.plan), b.n_stages);
+				  b.ctx.dockerfile_name, b.plan->n_stages, b.n_stages);
 	if (rc == 0)
 		rc = kiln_store_open(o->root, KILN_STORE_RDWR, &b.store, err);
 	if (rc == 0) {
@@ -2258,8 +2258,8 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 		/* the stages the target needs, dependencies first, the target last;
 		 * a stage whose expanded --from names another stage the plan did
 		 * not see builds that one on demand (build_stage) */
-		rc = kiln_build_plan_order(b.plan, &order, &n_order, err);
-		int t = kiln_build_plan_target(b.plan);
+		rc = kiln_plan_needed_stages(b.plan, -1, &order, &n_order, err);
+		int t = b.plan->target;
 		if (rc == 0 && (!n_order || t < 0 || (size_t)t >= b.n_stages))
 			rc = kiln_err_set(err, 0, "%s: internal error: no target stage in the plan", b.ctx.dockerfile_name);
 		if (rc == 0)

@@ -146,7 +146,7 @@ static bool kind_from_name(const char *lower, enum kiln_step_kind *k)
 
 /* ------------------------------------------------------------- mounts */
 
-void kiln_mount_free(struct kiln_mount *m)
+void kiln_plan_mount_free(struct kiln_plan_mount *m)
 {
 	if (!m)
 		return;
@@ -208,24 +208,24 @@ static int csv_fields(const char *s, struct kiln_strv *out, struct kiln_err *err
 	return 0;
 }
 
-static const char *mount_type_name(enum kiln_mount_type t)
+static const char *mount_type_name(enum kiln_plan_mount_type t)
 {
 	switch (t) {
-	case KILN_MOUNT_BIND: return "bind";
-	case KILN_MOUNT_CACHE: return "cache";
-	case KILN_MOUNT_TMPFS: return "tmpfs";
-	case KILN_MOUNT_SECRET: return "secret";
-	case KILN_MOUNT_SSH: return "ssh";
+	case KILN_PLAN_MOUNT_BIND: return "bind";
+	case KILN_PLAN_MOUNT_CACHE: return "cache";
+	case KILN_PLAN_MOUNT_TMPFS: return "tmpfs";
+	case KILN_PLAN_MOUNT_SECRET: return "secret";
+	case KILN_PLAN_MOUNT_SSH: return "ssh";
 	}
 	return "?";
 }
 
-static const char *sharing_name(enum kiln_mount_sharing s)
+static const char *sharing_name(enum kiln_plan_mount_sharing s)
 {
 	switch (s) {
-	case KILN_SHARING_SHARED: return "shared";
-	case KILN_SHARING_PRIVATE: return "private";
-	case KILN_SHARING_LOCKED: return "locked";
+	case KILN_PLAN_SHARING_SHARED: return "shared";
+	case KILN_PLAN_SHARING_PRIVATE: return "private";
+	case KILN_PLAN_SHARING_LOCKED: return "locked";
 	}
 	return "?";
 }
@@ -233,11 +233,11 @@ static const char *sharing_name(enum kiln_mount_sharing s)
 /* Parse a mount spec.  env == NULL: values stay unexpanded and values that
  * reference variables are not validated (that happens when the builder
  * parses the spec again with the stage's environment). */
-static int parse_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_mount *m,
+static int parse_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_plan_mount *m,
 		       struct kiln_err *err)
 {
 	memset(m, 0, sizeof(*m));
-	m->type = KILN_MOUNT_BIND;
+	m->type = KILN_PLAN_MOUNT_BIND;
 	m->from_stage = -1;
 	m->mode = m->uid = m->gid = -1;
 	m->raw = kiln_xstrdup(spec);
@@ -260,7 +260,7 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 				m->readonly = false;
 				ro_auto = false;
 			} else if (!strcmp(key, "required")) {
-				if (m->type != KILN_MOUNT_SECRET && m->type != KILN_MOUNT_SSH) {
+				if (m->type != KILN_PLAN_MOUNT_SECRET && m->type != KILN_PLAN_MOUNT_SSH) {
 					kiln_err_set(err, 0, "unexpected key '%s' for mount type '%s'", key,
 						     mount_type_name(m->type));
 					free(key);
@@ -298,15 +298,15 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 		if (!strcmp(key, "type")) {
 			char *v = lower_dup(value);
 			if (!strcmp(v, "bind"))
-				m->type = KILN_MOUNT_BIND;
+				m->type = KILN_PLAN_MOUNT_BIND;
 			else if (!strcmp(v, "cache"))
-				m->type = KILN_MOUNT_CACHE;
+				m->type = KILN_PLAN_MOUNT_CACHE;
 			else if (!strcmp(v, "tmpfs"))
-				m->type = KILN_MOUNT_TMPFS;
+				m->type = KILN_PLAN_MOUNT_TMPFS;
 			else if (!strcmp(v, "secret"))
-				m->type = KILN_MOUNT_SECRET;
+				m->type = KILN_PLAN_MOUNT_SECRET;
 			else if (!strcmp(v, "ssh"))
-				m->type = KILN_MOUNT_SSH;
+				m->type = KILN_PLAN_MOUNT_SSH;
 			else
 				bad = kiln_err_set(err, 0, "unsupported mount type \"%s\"", value);
 			free(v);
@@ -330,13 +330,13 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 			m->readonly = !rw;
 			ro_auto = false;
 		} else if (!strcmp(key, "required")) {
-			if (m->type != KILN_MOUNT_SECRET && m->type != KILN_MOUNT_SSH)
+			if (m->type != KILN_PLAN_MOUNT_SECRET && m->type != KILN_PLAN_MOUNT_SSH)
 				bad = kiln_err_set(err, 0, "unexpected key '%s' for mount type '%s'", key,
 						   mount_type_name(m->type));
 			else if (!deferred && !parse_go_bool(value, &m->required))
 				bad = kiln_err_set(err, 0, "invalid value for %s: %s", key, value);
 		} else if (!strcmp(key, "size")) {
-			if (m->type != KILN_MOUNT_TMPFS) {
+			if (m->type != KILN_PLAN_MOUNT_TMPFS) {
 				bad = kiln_err_set(err, 0, "unexpected key '%s' for mount type '%s'", key,
 						   mount_type_name(m->type));
 			} else if (!deferred) {
@@ -351,11 +351,11 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 			char *v = lower_dup(value);
 			m->sharing_set = true;
 			if (!strcmp(v, "shared"))
-				m->sharing = KILN_SHARING_SHARED;
+				m->sharing = KILN_PLAN_SHARING_SHARED;
 			else if (!strcmp(v, "private"))
-				m->sharing = KILN_SHARING_PRIVATE;
+				m->sharing = KILN_PLAN_SHARING_PRIVATE;
 			else if (!strcmp(v, "locked"))
-				m->sharing = KILN_SHARING_LOCKED;
+				m->sharing = KILN_PLAN_SHARING_LOCKED;
 			else if (!deferred)
 				bad = kiln_err_set(err, 0, "unsupported sharing value \"%s\"", value);
 			free(v);
@@ -382,7 +382,7 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 	}
 
 	/* validateMount */
-	bool file_info = m->type == KILN_MOUNT_SECRET || m->type == KILN_MOUNT_SSH || m->type == KILN_MOUNT_CACHE;
+	bool file_info = m->type == KILN_PLAN_MOUNT_SECRET || m->type == KILN_PLAN_MOUNT_SSH || m->type == KILN_PLAN_MOUNT_CACHE;
 	if (!file_info) {
 		if (m->mode >= 0) {
 			kiln_err_set(err, 0, "mode not allowed for \"%s\" type mounts", mount_type_name(m->type));
@@ -398,8 +398,8 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 		}
 	}
 	if (ro_auto)
-		m->readonly = !(m->type == KILN_MOUNT_CACHE || m->type == KILN_MOUNT_TMPFS);
-	if (m->type == KILN_MOUNT_SECRET) {
+		m->readonly = !(m->type == KILN_PLAN_MOUNT_CACHE || m->type == KILN_PLAN_MOUNT_TMPFS);
+	if (m->type == KILN_PLAN_MOUNT_SECRET) {
 		if (m->from && *m->from) {
 			kiln_err_set(err, 0, "secret mount should not have a from");
 			goto out;
@@ -417,7 +417,7 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 			goto out;
 		}
 	}
-	if (m->sharing_set && m->type != KILN_MOUNT_CACHE) {
+	if (m->sharing_set && m->type != KILN_PLAN_MOUNT_CACHE) {
 		kiln_err_set(err, 0, "invalid cache sharing set for %s mount", mount_type_name(m->type));
 		goto out;
 	}
@@ -425,7 +425,7 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 		kiln_err_set(err, 0, "invalid mount id \"%s\": must not contain \"..\"", m->id);
 		goto out;
 	}
-	if ((m->type == KILN_MOUNT_SECRET || m->type == KILN_MOUNT_SSH) && m->source && has_dotdot(m->source)) {
+	if ((m->type == KILN_PLAN_MOUNT_SECRET || m->type == KILN_PLAN_MOUNT_SSH) && m->source && has_dotdot(m->source)) {
 		kiln_err_set(err, 0, "invalid %s mount source \"%s\": must not contain \"..\"", mount_type_name(m->type),
 			     m->source);
 		goto out;
@@ -434,16 +434,16 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 out:
 	kiln_strv_free(&fields);
 	if (rc < 0)
-		kiln_mount_free(m);
+		kiln_plan_mount_free(m);
 	return rc;
 }
 
-int kiln_plan_parse_mount(const char *spec, struct kiln_mount *out, struct kiln_err *err)
+int kiln_plan_parse_mount(const char *spec, struct kiln_plan_mount *out, struct kiln_err *err)
 {
 	return parse_mount(spec, NULL, '\\', out, err);
 }
 
-int kiln_plan_expand_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_mount *out,
+int kiln_plan_expand_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_plan_mount *out,
 			   struct kiln_err *err)
 {
 	static const struct kiln_env empty;
@@ -571,7 +571,7 @@ static void step_free(struct kiln_step *s)
 	kiln_strv_free(&s->run.args);
 	heredocs_free(s->run.heredocs, s->run.n_heredocs);
 	for (size_t i = 0; i < s->run.n_mounts; i++)
-		kiln_mount_free(&s->run.mounts[i]);
+		kiln_plan_mount_free(&s->run.mounts[i]);
 	free(s->run.mounts);
 	kiln_strv_free(&s->copy.sources);
 	heredocs_free(s->copy.heredocs, s->copy.n_heredocs);
@@ -701,7 +701,7 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 		}
 		const struct kiln_flag_value *mv = flag_get(&f, "mount");
 		if (mv) {
-			s->run.mounts = kiln_xcalloc(mv->values.n + 1, sizeof(struct kiln_mount));
+			s->run.mounts = kiln_xcalloc(mv->values.n + 1, sizeof(struct kiln_plan_mount));
 			for (size_t i = 0; i < mv->values.n; i++) {
 				struct kiln_err e2 = {0};
 				if (parse_mount(mv->values.v[i], NULL, df->escape, &s->run.mounts[i], &e2) < 0) {
@@ -715,11 +715,11 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 		if (nv && nv->value) {
 			s->run.network_set = true;
 			if (!strcmp(nv->value, "default"))
-				s->run.network = KILN_NET_DEFAULT;
+				s->run.network = KILN_PLAN_NET_DEFAULT;
 			else if (!strcmp(nv->value, "none"))
-				s->run.network = KILN_NET_NONE;
+				s->run.network = KILN_PLAN_NET_NONE;
 			else if (!strcmp(nv->value, "host"))
-				s->run.network = KILN_NET_HOST;
+				s->run.network = KILN_PLAN_NET_HOST;
 			else {
 				kiln_df_errorf(df, node, err, "unsupported network mode \"%s\" (default, none, host)",
 					       nv->value);
@@ -729,9 +729,9 @@ static int convert(const struct kiln_df *df, const struct kiln_df_node *node, en
 		const struct kiln_flag_value *sv = flag_get(&f, "security");
 		if (sv && sv->value) {
 			if (!strcmp(sv->value, "sandbox"))
-				s->run.security = KILN_SECURITY_SANDBOX;
+				s->run.security = KILN_PLAN_SECURITY_SANDBOX;
 			else if (!strcmp(sv->value, "insecure"))
-				s->run.security = KILN_SECURITY_INSECURE;
+				s->run.security = KILN_PLAN_SECURITY_INSECURE;
 			else {
 				kiln_df_errorf(df, node, err, "unsupported security mode \"%s\" (sandbox, insecure)",
 					       sv->value);
@@ -1391,7 +1391,7 @@ int kiln_plan_build(const struct kiln_df *df, const struct kiln_env *build_args,
 		}
 		if (kind == KILN_STEP_RUN) {
 			for (size_t i = 0; i < s->run.n_mounts; i++) {
-				struct kiln_mount *m = &s->run.mounts[i];
+				struct kiln_plan_mount *m = &s->run.mounts[i];
 				if (!m->from || !*m->from)
 					continue;
 				int r = resolve_stage_ref(df, node, plan, n_from, all_names, cur->index, m->from,
@@ -1684,7 +1684,7 @@ static json_t *kvs_json(const struct kiln_plan_kv *kv, size_t n)
 	return a;
 }
 
-static json_t *mount_json(const struct kiln_mount *m)
+static json_t *mount_json(const struct kiln_plan_mount *m)
 {
 	json_t *o = json_object();
 	set_str(o, "type", mount_type_name(m->type));
@@ -1703,7 +1703,7 @@ static json_t *mount_json(const struct kiln_mount *m)
 	if (m->gid >= 0)
 		json_object_set_new(o, "gid", json_integer(m->gid));
 	json_object_set_new(o, "readonly", json_boolean(m->readonly));
-	if (m->type == KILN_MOUNT_SECRET || m->type == KILN_MOUNT_SSH)
+	if (m->type == KILN_PLAN_MOUNT_SECRET || m->type == KILN_PLAN_MOUNT_SSH)
 		json_object_set_new(o, "required", json_boolean(m->required));
 	if (m->size > 0)
 		json_object_set_new(o, "size", json_integer(m->size));
@@ -1734,7 +1734,7 @@ static json_t *step_json(const struct kiln_step *s)
 		static const char *nets[] = {"default", "none", "host"};
 		if (s->run.network_set)
 			set_str(o, "network", nets[s->run.network]);
-		if (s->run.security == KILN_SECURITY_INSECURE)
+		if (s->run.security == KILN_PLAN_SECURITY_INSECURE)
 			set_str(o, "security", "insecure");
 		break;
 	}

@@ -71,32 +71,32 @@ struct kiln_plan_heredoc {
 	int fd;           /* "3<<EOF" → 3, else -1 */
 };
 
-enum kiln_mount_type {
-	KILN_MOUNT_BIND,
-	KILN_MOUNT_CACHE,
-	KILN_MOUNT_TMPFS,
-	KILN_MOUNT_SECRET,
-	KILN_MOUNT_SSH,
+enum kiln_plan_mount_type {
+	KILN_PLAN_MOUNT_BIND,
+	KILN_PLAN_MOUNT_CACHE,
+	KILN_PLAN_MOUNT_TMPFS,
+	KILN_PLAN_MOUNT_SECRET,
+	KILN_PLAN_MOUNT_SSH,
 };
-enum kiln_mount_sharing {
-	KILN_SHARING_SHARED,   /* the default */
-	KILN_SHARING_PRIVATE,
-	KILN_SHARING_LOCKED,
+enum kiln_plan_mount_sharing {
+	KILN_PLAN_SHARING_SHARED,   /* the default */
+	KILN_PLAN_SHARING_PRIVATE,
+	KILN_PLAN_SHARING_LOCKED,
 };
 
 /* RUN --mount=...: keys are case-insensitive; src/source, dst/destination/
  * target, ro/readonly, rw/readwrite are aliases.  Values are unexpanded.
  * source of a bind mount must still be resolved inside its root by the
  * builder ("..", symlinks). */
-struct kiln_mount {
-	enum kiln_mount_type type;
+struct kiln_plan_mount {
+	enum kiln_plan_mount_type type;
 	char *target;          /* NULL when not given: secret/ssh have defaults, the others mount
 				* on the working directory (a relative target is relative to it) */
 	char *source;          /* NULL when not given */
 	char *from;            /* stage name/index or image, NULL = the build context (bind) / empty (cache) */
 	int from_stage;        /* from resolved to a stage index, else -1 */
 	char *id;              /* cache/secret/ssh id, NULL when not given */
-	enum kiln_mount_sharing sharing;
+	enum kiln_plan_mount_sharing sharing;
 	bool sharing_set;
 	int64_t mode;          /* -1 when not given (octal in the spec) */
 	int64_t uid, gid;      /* -1 when not given */
@@ -106,8 +106,8 @@ struct kiln_mount {
 	char *raw;             /* the spec as written */
 };
 
-enum kiln_run_network { KILN_NET_DEFAULT, KILN_NET_NONE, KILN_NET_HOST };
-enum kiln_run_security { KILN_SECURITY_SANDBOX, KILN_SECURITY_INSECURE };
+enum kiln_plan_network { KILN_PLAN_NET_DEFAULT, KILN_PLAN_NET_NONE, KILN_PLAN_NET_HOST };
+enum kiln_plan_security { KILN_PLAN_SECURITY_SANDBOX, KILN_PLAN_SECURITY_INSECURE };
 
 struct kiln_step_run {
 	bool exec;                      /* JSON form: args is the argv */
@@ -115,11 +115,11 @@ struct kiln_step_run {
 	struct kiln_plan_heredoc *heredocs;
 	size_t n_heredocs;
 	bool script_heredoc;            /* shell form whose command is just "<<EOF": run heredocs[0] as the script */
-	struct kiln_mount *mounts;
+	struct kiln_plan_mount *mounts;
 	size_t n_mounts;
-	enum kiln_run_network network;
+	enum kiln_plan_network network;
 	bool network_set;
-	enum kiln_run_security security;
+	enum kiln_plan_security security;
 };
 
 /* COPY and ADD. */
@@ -243,12 +243,12 @@ void kiln_plan_platform_args(struct kiln_env *env, const char *platform);
 
 /* Parse one --mount spec without expanding it (what the plan holds; values
  * with variables are not validated yet). */
-int kiln_plan_parse_mount(const char *spec, struct kiln_mount *out, struct kiln_err *err);
+int kiln_plan_parse_mount(const char *spec, struct kiln_plan_mount *out, struct kiln_err *err);
 /* Parse one --mount spec, expanding every value with env first (what the
  * builder runs with the stage's environment: pass step->run.mounts[i].raw).
  * from_stage is left -1: take it from the plan's mount. */
-int kiln_plan_expand_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_mount *out,
+int kiln_plan_expand_mount(const char *spec, const struct kiln_env *env, char escape, struct kiln_plan_mount *out,
 			   struct kiln_err *err);
-void kiln_mount_free(struct kiln_mount *m);
+void kiln_plan_mount_free(struct kiln_plan_mount *m);
 
 #endif

@@ -16,12 +16,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "builder/build_plan.h"
 #include "builder/cache.h"
 #include "builder/context.h"
 #include "builder/copy.h"
 #include "builder/userdb.h"
 #include "common/util.h"
+#include "parser/plan.h"
 
 static void test_match(void **state)
 {
@@ -438,7 +438,7 @@ static struct kiln_plan *plan_of(const char *text, const char *target, struct ki
 	struct kiln_df *df = NULL;
 	struct kiln_plan *plan = NULL;
 	assert_int_equal(kiln_parse(text, strlen(text), "Dockerfile", &df, err), 0);
-	int rc = kiln_build_plan_new(df, NULL, target, &plan, err);
+	int rc = kiln_plan_build(df, NULL, target, &plan, err);
 	kiln_df_free(df);
 	return rc == 0 ? plan : NULL;
 }
@@ -456,29 +456,29 @@ static void test_plan(void **state)
 				      "FROM busybox AS unused\n",
 				      "final", &err);
 	assert_non_null(p);
-	assert_int_equal(kiln_build_plan_n_stages(p), 4);
-	assert_int_equal(kiln_build_plan_target(p), 0);
+	assert_int_equal((int)p->n_stages, 4);
+	assert_int_equal(p->target, 0);
 	int *order = NULL;
 	size_t n = 0;
-	assert_int_equal(kiln_build_plan_order(p, &order, &n, &err), 0);
+	assert_int_equal(kiln_plan_needed_stages(p, -1, &order, &n, &err), 0);
 	assert_int_equal(n, 3);
 	assert_int_equal(order[0], 1);
 	assert_int_equal(order[1], 2);
 	assert_int_equal(order[2], 0);
 	free(order);
 	int idx = -9;
-	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "LATER", &idx, &err), 0);
+	assert_int_equal(kiln_plan_resolve_from(p, 0, "LATER", &idx, &err), 0);
 	assert_int_equal(idx, 1);
-	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "3", &idx, &err), 0);
+	assert_int_equal(kiln_plan_resolve_from(p, 0, "3", &idx, &err), 0);
 	assert_int_equal(idx, 3);
-	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "alpine:3", &idx, &err), 0);
+	assert_int_equal(kiln_plan_resolve_from(p, 0, "alpine:3", &idx, &err), 0);
 	assert_int_equal(idx, -1);
 	/* a builder-expanded --from that would close a cycle, or names no stage */
-	assert_int_equal(kiln_build_plan_resolve_from(p, 1, "final", &idx, &err), -1);
+	assert_int_equal(kiln_plan_resolve_from(p, 1, "final", &idx, &err), -1);
 	assert_non_null(strstr(err.msg, "Dockerfile:"));
-	assert_int_equal(kiln_build_plan_resolve_from(p, 2, "2", &idx, &err), -1);
-	assert_int_equal(kiln_build_plan_resolve_from(p, 0, "4", &idx, &err), -1);
-	kiln_build_plan_free(p);
+	assert_int_equal(kiln_plan_resolve_from(p, 2, "2", &idx, &err), -1);
+	assert_int_equal(kiln_plan_resolve_from(p, 0, "4", &idx, &err), -1);
+	kiln_plan_free(p);
 
 	/* plan errors name the file and line */
 	assert_null(plan_of("FROM busybox AS a\nRUN true\nCOPY --from=a /x /y\n", NULL, &err));

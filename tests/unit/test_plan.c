@@ -244,35 +244,35 @@ static void test_run(void **state)
 	r = &st->steps[2];
 	assert_int_equal(r->line, 4);
 	assert_true(r->run.network_set);
-	assert_int_equal(r->run.network, KILN_NET_NONE);
-	assert_int_equal(r->run.security, KILN_SECURITY_INSECURE);
+	assert_int_equal(r->run.network, KILN_PLAN_NET_NONE);
+	assert_int_equal(r->run.security, KILN_PLAN_SECURITY_INSECURE);
 	assert_int_equal(r->run.n_mounts, 5);
-	const struct kiln_mount *m = &r->run.mounts[0];
-	assert_int_equal(m->type, KILN_MOUNT_CACHE);
+	const struct kiln_plan_mount *m = &r->run.mounts[0];
+	assert_int_equal(m->type, KILN_PLAN_MOUNT_CACHE);
 	assert_string_equal(m->target, "/root/.cache");
 	assert_string_equal(m->id, "pip");
 	assert_true(m->sharing_set);
-	assert_int_equal(m->sharing, KILN_SHARING_LOCKED);
+	assert_int_equal(m->sharing, KILN_PLAN_SHARING_LOCKED);
 	assert_int_equal(m->mode, 0755);
 	assert_int_equal(m->uid, 1000);
 	assert_int_equal(m->gid, 1000);
 	assert_false(m->readonly);
 	m = &r->run.mounts[1];
-	assert_int_equal(m->type, KILN_MOUNT_SECRET);
+	assert_int_equal(m->type, KILN_PLAN_MOUNT_SECRET);
 	assert_true(m->required);
 	assert_true(m->readonly);
 	assert_null(m->target);
 	m = &r->run.mounts[2];
-	assert_int_equal(m->type, KILN_MOUNT_TMPFS);
+	assert_int_equal(m->type, KILN_PLAN_MOUNT_TMPFS);
 	assert_int_equal(m->size, 64 * 1024 * 1024);
 	m = &r->run.mounts[3];
-	assert_int_equal(m->type, KILN_MOUNT_BIND);
+	assert_int_equal(m->type, KILN_PLAN_MOUNT_BIND);
 	assert_false(m->readonly);
 	assert_string_equal(m->source, "src");
 	assert_null(m->from);
 	assert_int_equal(m->from_stage, -1);
 	m = &r->run.mounts[4];
-	assert_int_equal(m->type, KILN_MOUNT_SSH);
+	assert_int_equal(m->type, KILN_PLAN_MOUNT_SSH);
 	assert_true(m->readonly);
 
 	r = &st->steps[3];
@@ -689,7 +689,7 @@ static void test_step_refs(void **state)
 static void test_mount_parse_api(void **state)
 {
 	(void)state;
-	struct kiln_mount m;
+	struct kiln_plan_mount m;
 	struct kiln_err err = {0};
 	/* quoted csv fields, key aliases and case */
 	assert_int_equal(kiln_plan_parse_mount("TYPE=bind,\"src=a,b\",dst=/t,readonly=false", &m, &err), 0);
@@ -697,16 +697,16 @@ static void test_mount_parse_api(void **state)
 	assert_string_equal(m.target, "/t");
 	assert_false(m.readonly);
 	assert_string_equal(m.raw, "TYPE=bind,\"src=a,b\",dst=/t,readonly=false");
-	kiln_mount_free(&m);
+	kiln_plan_mount_free(&m);
 	/* variables are not validated before expansion */
 	assert_int_equal(kiln_plan_parse_mount("type=cache,target=$T,uid=$U", &m, &err), 0);
 	assert_string_equal(m.target, "$T");
-	kiln_mount_free(&m);
+	kiln_plan_mount_free(&m);
 	assert_int_equal(kiln_plan_parse_mount("", &m, &err), -1);
 	/* no target: the working directory (the builder decides) */
 	assert_int_equal(kiln_plan_parse_mount("type=cache", &m, &err), 0);
 	assert_null(m.target);
-	kiln_mount_free(&m);
+	kiln_plan_mount_free(&m);
 	/* with the stage environment */
 	struct kiln_env env = {0};
 	kiln_env_set(&env, "T", "/cache");
@@ -715,7 +715,7 @@ static void test_mount_parse_api(void **state)
 	assert_string_equal(m.target, "/cache");
 	assert_int_equal(m.uid, 1000);
 	assert_string_equal(m.id, "c-cache");
-	kiln_mount_free(&m);
+	kiln_plan_mount_free(&m);
 	kiln_env_set(&env, "U", "nobody");
 	assert_int_equal(kiln_plan_expand_mount("type=cache,target=$T,uid=$U", &env, '\\', &m, &err), -1);
 	assert_non_null(strstr(err.msg, "invalid value nobody for uid"));
