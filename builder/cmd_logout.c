@@ -43,5 +43,17 @@ int kiln_cmd_logout(int argc, char **argv)
 		printf("Removing login credentials for %s\n", kiln_registry_auth_key(host));
 	else
 		printf("Not logged in to %s\n", kiln_registry_auth_key(host));
+	/* kiln also reads podman's/skopeo's auth.json (and credential helpers);
+	 * logout edits only the docker config, as `docker logout` does, so say
+	 * when credentials for the server are still found elsewhere */
+	struct kiln_registry_creds left = {0};
+	struct kiln_err lerr = {0};
+	if (kiln_registry_creds_lookup(host, &left, &lerr) == 0 && (left.username || left.identity_token)) {
+		KILN_AUTOFREE char *cpath = kiln_registry_containers_auth_path();
+		fprintf(stderr, "kiln: credentials for %s are still found elsewhere (%s%s); kiln keeps using them\n",
+			kiln_registry_auth_key(host), cpath ? cpath : "", cpath ? " or a credential helper"
+			: "a credential helper");
+	}
+	kiln_registry_creds_free(&left);
 	return 0;
 }

@@ -66,6 +66,11 @@ set -e
 printf '{"auths":{"%s":{"auth":"%s"}}}' "$REG_ADDR" "$(printf 'alice:s3cret pw' | base64 -w0)" >"$W/auth.json"
 REGISTRY_AUTH_FILE=$W/auth.json KILN_ROOT=$W/root3 "$KILN" pull -q "$REG_ADDR/e2e/bb:1" >/dev/null ||
 	fail "pull with REGISTRY_AUTH_FILE"
+# logout edits the docker config only (as docker does) and says that the
+# containers auth.json still logs kiln in
+err=$(REGISTRY_AUTH_FILE=$W/auth.json "$KILN" logout "$REG_ADDR" 2>&1 >/dev/null)
+echo "$err" | grep -q "credentials for $REG_ADDR are still found elsewhere ($W/auth.json" || fail "logout did not mention auth.json: $err"
+[ -z "$("$KILN" logout "$REG_ADDR" 2>&1 >/dev/null)" ] || fail "logout warned without other credentials"
 reg_stop
 
 ########## Bearer tokens
