@@ -443,36 +443,51 @@ static int digest_dir(struct digest_walk *w, int dfd, const char *rel, const cha
 	return rc;
 }
 
-static bool xattr_copied(const char *name);
-
-/* The xattrs COPY carries over (see copy_xattrs), sorted by name, into the
- * digest: a file that only gained a capability is a different source. */
-static void digest_xattrs(struct digest_walk *w, int fd)
+/* The names of the xattrs of fd that COPY carries over (all that a layer
+ * records), sorted; none on a file system without xattrs.  -1 (errno set)
+ * when they cannot be listed. */
+static int copied_xattrs(int fd, struct kiln_strv *out)
 {
 	char names[16384];
 	ssize_t n = flistxattr(fd, names, sizeof(names));
-	if (n <= 0)
-		return;
-	struct kiln_strv v = {0};
+	if (n < 0)
+		return errno == ENOTSUP || errno == ENODATA ? 0 : -1;
 	for (char *name = names; name < names + n; name += strlen(name) + 1)
-		if (xattr_copied(name))
-			kiln_strv_push(&v, name);
-	if (v.n > 1)
-		qsort(v.v, v.n, sizeof(*v.v), cmp_str);
+		if (!kiln_layer_xattr_skipped(name))
+			kiln_strv_push(out, name);
+	if (out->n > 1)
+		qsort(out->v, out->n, sizeof(*out->v), cmp_str);
+	return 0;
+}
+
+/* The value of xattr name of fd into *buf (grown as needed): its length, or
+ * -1 when it cannot be read (e.g. removed meanwhile). */
+static ssize_t xattr_value(int fd, const char *name, char **buf)
+{
+	ssize_t vl = fgetxattr(fd, name, NULL, 0);
+	if (vl < 0)
+		return -1;
+	*buf = kiln_xrealloc(*buf, (size_t)vl + 1);
+	return fgetxattr(fd, name, *buf, (size_t)vl);
+}
+
+/* The xattrs COPY carries over, into the digest: a file that only gained a
+ * capability is a different source. */
+static void digest_xattrs(struct digest_walk *w, int fd)
+{
+	struct kiln_strv names = {0};
+	if (copied_xattrs(fd, &names) < 0)
+		return;
 	char *val = NULL;
-	for (size_t i = 0; i < v.n; i++) {
-		ssize_t vl = fgetxattr(fd, v.v[i], NULL, 0);
+	for (size_t i = 0; i < names.n; i++) {
+		ssize_t vl = xattr_value(fd, names.v[i], &val);
 		if (vl < 0)
 			continue;
-		val = kiln_xrealloc(val, (size_t)vl + 1);
-		vl = fgetxattr(fd, v.v[i], val, (size_t)vl);
-		if (vl < 0)
-			continue;
-		md_printf(w->md, "X %s %zd", v.v[i], vl);
+		md_printf(w->md, "X %s %zd", names.v[i], vl);
 		EVP_DigestUpdate(w->md, val, (size_t)vl);
 	}
 	free(val);
-	kiln_strv_free(&v);
+	kiln_strv_free(&names);
 }
 
 static int digest_entry(struct digest_walk *w, int fd, const char *rel, const char *top_rel,
@@ -686,38 +701,23 @@ static int clear_slot(int dirfd, const char *name, bool want_dir, bool *is_dir, 
 }
 
 /* Extended attributes of src onto dst (both readable fds), after the owner
- * is set (a chown drops security.capability).  Not copied, as the layer
- * writer does not record them either: SELinux labels (the host's, meaningless
- * in an image), ACLs (system.*) and overlayfs' own bookkeeping.  A file system without xattr support on either side copies
- * none, as Docker does. */
-static bool xattr_copied(const char *name)
-{
-	return strcmp(name, "security.selinux") && strncmp(name, "system.", 7) &&
-	       strncmp(name, "trusted.overlay.", 16) && strncmp(name, "user.overlay.", 13);
-}
-
+ * is set (a chown drops security.capability); those a layer does not record
+ * are not copied (kiln_layer_xattr_skipped).  A file system without xattr
+ * support on the destination takes none, as with Docker. */
 static int copy_xattrs(int src, int dst, struct kiln_err *err)
 {
-	char names[16384];
-	ssize_t n = flistxattr(src, names, sizeof(names));
-	if (n < 0)
-		return errno == ENOTSUP || errno == ENODATA ? 0 : kiln_err_set(err, errno, "listing xattrs");
+	struct kiln_strv names = {0};
+	if (copied_xattrs(src, &names) < 0)
+		return kiln_err_set(err, errno, "listing xattrs");
 	char *val = NULL;
 	int rc = 0;
-	for (char *name = names; name < names + n && rc == 0; name += strlen(name) + 1) {
-		if (!xattr_copied(name))
-			continue;
-		ssize_t vl = fgetxattr(src, name, NULL, 0);
-		if (vl < 0)
-			continue; /* went away meanwhile */
-		val = kiln_xrealloc(val, (size_t)vl + 1);
-		vl = fgetxattr(src, name, val, (size_t)vl);
-		if (vl < 0)
-			continue;
-		if (fsetxattr(dst, name, val, (size_t)vl, 0) < 0 && errno != ENOTSUP)
-			rc = kiln_err_set(err, errno, "setting xattr %s", name);
+	for (size_t i = 0; i < names.n && rc == 0; i++) {
+		ssize_t vl = xattr_value(src, names.v[i], &val);
+		if (vl >= 0 && fsetxattr(dst, names.v[i], val, (size_t)vl, 0) < 0 && errno != ENOTSUP)
+			rc = kiln_err_set(err, errno, "setting xattr %s", names.v[i]);
 	}
 	free(val);
+	kiln_strv_free(&names);
 	return rc;
 }
 

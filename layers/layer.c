@@ -189,7 +189,7 @@ static void strmap_free(struct strmap *m)
 	memset(m, 0, sizeof *m);
 }
 
-static bool xattr_skipped(const char *name)
+bool kiln_layer_xattr_skipped(const char *name)
 {
 	return !strcmp(name, "security.selinux") || kiln_str_has_prefix(name, "system.") ||
 	       kiln_str_has_prefix(name, "trusted.overlay.") ||
@@ -411,7 +411,7 @@ static int read_xattrs(int fd, const char *name, struct archive_entry *e, struct
 	KILN_AUTOFREE char **names = NULL;
 	size_t cnt = 0;
 	for (char *p = list; p < list + n; p += strlen(p) + 1) {
-		if (!*p || xattr_skipped(p))
+		if (!*p || kiln_layer_xattr_skipped(p))
 			continue;
 		names = kiln_xrealloc(names, (cnt + 1) * sizeof *names);
 		names[cnt++] = p;
@@ -1009,7 +1009,7 @@ static int apply_xattrs(struct actx *c, int fd, bool is_path, struct archive_ent
 	char proc[64];
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
 	while (archive_entry_xattr_next(e, &xn, &xv, &xs) == ARCHIVE_OK) {
-		if (!xn || !*xn || xattr_skipped(xn))
+		if (!xn || !*xn || kiln_layer_xattr_skipped(xn))
 			continue;
 		/* file capabilities are privileges like setuid: kept only with keep_owner */
 		if (!c->o->keep_owner && !strcmp(xn, "security.capability"))

@@ -93,6 +93,11 @@ int kiln_layer_write(int rootfd, const struct kiln_changes *changes,
 		     const struct kiln_layer_write_opts *opts, int out_fd,
 		     struct kiln_layer_info *info, struct kiln_err *err);
 
+/* The xattrs a layer never records (and COPY never carries over): SELinux
+ * labels (the host's), ACLs (system.*) and overlayfs' own bookkeeping
+ * (trusted.overlay.*, user.overlay.*). */
+bool kiln_layer_xattr_skipped(const char *name);
+
 struct kiln_layer_apply_opts {
 	bool whiteouts;        /* apply .wh. entries (true for image layers) */
 	bool allow_devices;    /* create device nodes (only when running as root) */
