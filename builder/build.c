@@ -619,7 +619,7 @@ struct mounts {
 	struct kiln_mount *v;
 	size_t n;
 	struct kiln_strv strs;   /* owned strings the mounts point at */
-	struct kiln_strv tmpdirs;/* filtered copies of the context, removed after the step */
+	struct kiln_strv tmpdirs;/* copied bind sources, private caches: removed after the step */
 	int fds[64];
 	size_t nfds;
 };
@@ -676,9 +676,10 @@ static int bind_source(struct builder *b, struct mounts *m, int rootfd, bool con
 		return kiln_err_set(err, e, "bind mount source %s", rel);
 	}
 	close(fd);
-	KILN_AUTOFREE char *clean = kiln_copy_clean(rel[0] == '/' ? rel + 1 : rel);
-	if (!strcmp(clean, "/") || !strcmp(clean, ""))
-		clean[0] = '.', clean[1] = '\0';
+	const char *inside = rel;
+	while (*inside == '/')
+		inside++;
+	KILN_AUTOFREE char *clean = kiln_copy_clean(inside); /* "" -> "." */
 	if (context && strcmp(clean, ".") &&
 	    kiln_context_excluded(&b->ctx, clean, S_ISDIR(st.st_mode)) == KILN_COPY_EXCLUDED)
 		return kiln_err_set(err, 0, "bind mount source %s is excluded by .dockerignore", rel);
@@ -806,41 +807,41 @@ static int build_mounts(struct builder *b, struct bstage *st, const struct kiln_
 			const char *sharing = csv_get(kv.v, kv.n, "sharing");
 			if (!sharing)
 				sharing = "shared";
-			if (rc == 0) {
-				KILN_AUTOFREE char *lk = kiln_xasprintf("%s.lock", dir);
-				KILN_AUTOFREE char *parent = kiln_xasprintf("%s/cache/mounts", b->o->root);
-				int lfd = kiln_mkdir_p(parent, 0700, err) < 0 ? -1
-					: open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-				if (lfd < 0) {
-					if (!err->msg[0])
-						kiln_err_set(err, errno, "cache mount %s: lock file", id);
-					rc = -1;
-				} else {
-					add_fd(m, lfd);
-					int op = !strcmp(sharing, "shared") ? LOCK_SH : LOCK_EX;
-					if (!strcmp(sharing, "private"))
-						op |= LOCK_NB;
-					int r;
-					while ((r = flock(lfd, op)) < 0 && errno == EINTR && !g_interrupted)
-						;
-					if (r < 0 && errno == EWOULDBLOCK) {
-						/* private, and in use: an empty cache of our own */
-						free(dir);
-						dir = kiln_xasprintf("%s/tmp/cachemnt-XXXXXX", b->o->root);
-						if (!mkdtemp(dir)) {
-							rc = kiln_err_set(err, errno, "cache mount %s: a private instance", id);
-						} else {
-							kiln_strv_push(&m->tmpdirs, dir);
-							rmdir(dir); /* recreated below as a fresh cache dir */
-						}
-					} else if (r < 0) {
-						rc = g_interrupted ? interrupted(err)
-						   : kiln_err_set(err, errno, "cache mount %s: locking", id);
-					}
+			bool fresh = false;
+			KILN_AUTOFREE char *lk = kiln_xasprintf("%s.lock", dir);
+			KILN_AUTOFREE char *parent = kiln_xasprintf("%s/cache/mounts", b->o->root);
+			int lfd = -1;
+			if (rc < 0) {
+				/* reported above */
+			} else if (kiln_mkdir_p(parent, 0700, err) < 0) {
+				rc = -1;
+			} else if ((lfd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+				rc = kiln_err_set(err, errno, "cache mount %s: lock file", id);
+			} else {
+				add_fd(m, lfd);
+				int op = !strcmp(sharing, "shared") ? LOCK_SH : LOCK_EX;
+				if (!strcmp(sharing, "private"))
+					op |= LOCK_NB;
+				int r;
+				while ((r = flock(lfd, op)) < 0 && errno == EINTR && !g_interrupted)
+					;
+				if (r < 0 && errno == EWOULDBLOCK) {
+					/* private, and in use: an empty cache of our own */
+					free(dir);
+					dir = kiln_xasprintf("%s/tmp/cachemnt-XXXXXX", b->o->root);
+					if (!mkdtemp(dir))
+						rc = kiln_err_set(err, errno, "cache mount %s: a private instance", id);
+					else
+						kiln_strv_push(&m->tmpdirs, dir);
+					fresh = true;
+				} else if (r < 0) {
+					rc = g_interrupted ? interrupted(err)
+					   : kiln_err_set(err, errno, "cache mount %s: locking", id);
 				}
 			}
 			struct stat sbuf;
-			bool fresh = stat(dir, &sbuf) < 0;
+			if (!fresh)
+				fresh = stat(dir, &sbuf) < 0;
 			if (rc < 0) {
 				/* reported above */
 			} else if (kiln_mkdir_p(dir, 0755, err) < 0) {
