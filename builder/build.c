@@ -1558,7 +1558,22 @@ static int workdir_mutate(struct builder *b, struct bstage *st, const char *root
 	int rootfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		return kiln_err_set(err, errno, "opening %s", rootfs);
-	int fd = kiln_copy_mkdir(rootfd, w->path, 0, 0, err);
+	/* Directories WORKDIR creates belong to the stage's USER, as BuildKit
+	 * makes them (existing ones keep their owner). */
+	uid_t uid = 0;
+	gid_t gid = 0;
+	const char *user = kiln_image_get_string(st->img, "User");
+	if (user && *user) {
+		struct kiln_userdb_ids ids = {0};
+		if (kiln_userdb_resolve(rootfd, user, &ids, err) < 0) {
+			close(rootfd);
+			return node_wrap(b, w->node, err);
+		}
+		uid = ids.uid;
+		gid = ids.gid;
+		kiln_userdb_ids_free(&ids);
+	}
+	int fd = kiln_copy_mkdir(rootfd, w->path, uid, gid, err);
 	close(rootfd);
 	if (fd < 0)
 		return node_wrap(b, w->node, err);
@@ -1579,18 +1594,32 @@ static int meta_apply(struct builder *b, struct bstage *st, const struct kiln_df
 		/* the tree holds triples: key, value, separator ("=" or "") */
 		if (n->args.n % 3)
 			return node_fail(b, n, err, "%s needs key=value pairs", env ? "ENV" : "LABEL");
-		for (size_t i = 0; i + 2 < n->args.n; i += 3) {
+		/* Expand every pair against the environment from before the
+		 * instruction, then set them: in `ENV A=2 B=$A` B gets the old A
+		 * (the Dockerfile reference's def=$abc example). */
+		size_t np = n->args.n / 3;
+		struct kiln_strv kv = {0};
+		int rc = 0;
+		for (size_t i = 0; i < np && rc == 0; i++) {
 			KILN_AUTOFREE char *k = NULL;
 			KILN_AUTOFREE char *v = NULL;
-			if (xword(b, st, n, n->args.v[i], &k, err) < 0 || xword(b, st, n, n->args.v[i + 1], &v, err) < 0)
-				return -1;
-			if (env)
-				kiln_image_env_set(img, k, v);
-			else
-				kiln_image_label_set(img, k, v);
-			kiln_buf_printf(hist, " %s=%s", k, v);
+			rc = xword(b, st, n, n->args.v[3 * i], &k, err);
+			if (rc == 0)
+				rc = xword(b, st, n, n->args.v[3 * i + 1], &v, err);
+			if (rc == 0) {
+				kiln_strv_push(&kv, k);
+				kiln_strv_push(&kv, v);
+			}
 		}
-		return 0;
+		for (size_t i = 0; rc == 0 && i + 1 < kv.n; i += 2) {
+			if (env)
+				kiln_image_env_set(img, kv.v[i], kv.v[i + 1]);
+			else
+				kiln_image_label_set(img, kv.v[i], kv.v[i + 1]);
+			kiln_buf_printf(hist, " %s=%s", kv.v[i], kv.v[i + 1]);
+		}
+		kiln_strv_free(&kv);
+		return rc;
 	}
 	if (!strcmp(in, "maintainer")) {
 		KILN_AUTOFREE char *v = join_words(n->args.v, n->args.n, " ");
@@ -1765,39 +1794,64 @@ static int meta_apply(struct builder *b, struct bstage *st, const struct kiln_df
 static int arg_decl(struct builder *b, struct bstage *st, const struct kiln_df_node *n, struct kiln_env *scope,
 		    bool global, struct kiln_buf *hist, struct kiln_err *err)
 {
-	for (size_t i = 0; i < n->args.n; i++) {
+	/* Every word of one ARG line is expanded against the scope as it was
+	 * before the line (BuildKit expands the whole instruction first), so in
+	 * `ARG A=2 B=$A` B gets the earlier A; names are expanded too. */
+	size_t na = n->args.n;
+	char **names = kiln_xcalloc(na + 1, sizeof(char *));
+	char **values = kiln_xcalloc(na + 1, sizeof(char *));
+	int rc = 0;
+	for (size_t i = 0; i < na && rc == 0; i++) {
 		const char *a = n->args.v[i];
 		const char *eq = strchr(a, '=');
-		KILN_AUTOFREE char *name = eq ? kiln_xstrndup(a, (size_t)(eq - a)) : kiln_xstrdup(a);
+		KILN_AUTOFREE char *raw = eq ? kiln_xstrndup(a, (size_t)(eq - a)) : kiln_xstrdup(a);
+		if (global) {
+			if (kiln_expand_word(raw, scope, b->df->escape, &names[i], err) < 0)
+				rc = node_wrap(b, n, err);
+		} else {
+			rc = xword(b, st, n, raw, &names[i], err);
+		}
+		if (rc == 0 && !names[i][0])
+			rc = node_fail(b, n, err, "ARG name \"%s\" expands to an empty string", raw);
+		if (rc < 0)
+			break;
+		const char *name = names[i];
 		const char *given = kiln_env_get(&b->build_args, name);
-		KILN_AUTOFREE char *value = NULL;
 		if (given) {
-			value = kiln_xstrdup(given);
+			values[i] = kiln_xstrdup(given);
 			note_used_arg(b, name);
 		} else if (eq) {
 			if (global) {
-				if (kiln_expand_word(eq + 1, scope, b->df->escape, &value, err) < 0)
-					return node_wrap(b, n, err);
-			} else if (xword(b, st, n, eq + 1, &value, err) < 0) {
-				return -1;
+				if (kiln_expand_word(eq + 1, scope, b->df->escape, &values[i], err) < 0)
+					rc = node_wrap(b, n, err);
+			} else {
+				rc = xword(b, st, n, eq + 1, &values[i], err);
 			}
 		} else if (!global && kiln_env_get(&b->global_args, name)) {
-			value = kiln_xstrdup(kiln_env_get(&b->global_args, name));
+			values[i] = kiln_xstrdup(kiln_env_get(&b->global_args, name));
 		}
-		if (value)
-			kiln_env_set(scope, name, value);
+	}
+	for (size_t i = 0; i < na && rc == 0; i++) {
+		if (values[i])
+			kiln_env_set(scope, names[i], values[i]);
 		if (hist) {
 			if (hist->len)
 				kiln_buf_putc(hist, ' ');
 			else
 				kiln_buf_puts(hist, "ARG ");
-			if (value)
-				kiln_buf_printf(hist, "%s=%s", name, value);
+			if (values[i])
+				kiln_buf_printf(hist, "%s=%s", names[i], values[i]);
 			else
-				kiln_buf_puts(hist, name);
+				kiln_buf_puts(hist, names[i]);
 		}
 	}
-	return 0;
+	for (size_t i = 0; i < na; i++) {
+		free(names[i]);
+		free(values[i]);
+	}
+	free(names);
+	free(values);
+	return rc;
 }
 
 /* ---- steps ------------------------------------------------------------ */
@@ -1951,7 +2005,10 @@ static int do_from(struct builder *b, struct bstage *st, struct kiln_err *err)
 	} else if (!strcasecmp(image, "scratch")) {
 		st->img = kiln_image_new_scratch();
 		json_object_del(st->img->config, "created");
+		/* BuildKit gives a scratch stage the default PATH in its config. */
+		kiln_image_env_set(st->img, "PATH", KILN_DEFAULT_PATH);
 		kiln_cache_key_add(&k, "base", "scratch");
+		kiln_cache_key_add(&k, "env", "PATH=" KILN_DEFAULT_PATH);
 		kiln_cache_key_end(&k, st->key);
 		kiln_progress_done(&b->prog);
 	} else {

@@ -10,6 +10,10 @@
 
 #include "common/err.h"
 
+/* The PATH a container gets when its image sets none (Docker's and
+ * BuildKit's default for Linux). */
+#define KILN_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 /* Allocation that never returns NULL (aborts with a message on OOM). */
 void *kiln_xmalloc(size_t n);
 void *kiln_xcalloc(size_t n, size_t size);
