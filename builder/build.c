@@ -497,7 +497,7 @@ typedef int (*mutate_fn)(struct builder *b, struct bstage *st, const char *rootf
 			 struct kiln_err *err);
 
 /* Prepare a writable child of the image's top snapshot, let fn change it,
- * turn the changes into a layer (or an empty_layer history entry). */
+ * turn the changes into a layer (an empty tar when nothing changed). */
 static int layer_step(struct builder *b, struct bstage *st, const char *created_by, mutate_fn fn,
 		      void *arg, struct kiln_err *err)
 {
@@ -524,14 +524,9 @@ static int layer_step(struct builder *b, struct bstage *st, const char *created_
 		if (rc < 0)
 			kiln_err_wrap(err, "writing the layer");
 	}
-	if (rc == 0 && nchg == 0) {
-		kiln_store_blob_abort(w);
-		w = NULL;
-		kiln_snap_discard(b->active, err);
-		b->active = NULL;
-		kiln_image_add_history(st->img, created_by, "buildkit.dockerfile.v0", true);
-		return 0;
-	}
+	/* A step that changes nothing still gets a layer (the empty tar) and a
+	 * history entry with no empty_layer flag, as Docker's builders write it. */
+	(void)nchg;
 	if (rc == 0) {
 		char dg[KILN_DIGEST_MAX];
 		int64_t size;
@@ -539,7 +534,7 @@ static int layer_step(struct builder *b, struct bstage *st, const char *created_
 		w = NULL;
 	}
 	if (rc == 0)
-		rc = kiln_image_add_layer(st->img, &info, created_by, err);
+		rc = kiln_image_add_layer(st->img, &info, created_by, "buildkit.dockerfile.v0", err);
 	if (rc == 0) {
 		char chain[KILN_DIGEST_MAX];
 		kiln_image_top_chain_id(st->img, chain);

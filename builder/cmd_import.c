@@ -311,7 +311,7 @@ int kiln_cmd_import(int argc, char **argv)
 	w = NULL;
 	if (kiln_store_blob_commit(ww, info.digest, NULL, NULL, &err) < 0)
 		goto fail;
-	if (kiln_image_add_layer(img, &info, "", &err) < 0)
+	if (kiln_image_add_layer(img, &info, "", NULL, &err) < 0)
 		goto fail;
 	/* docker import: empty created_by, the message as comment */
 	json_t *h = json_array_get(json_object_get(img->config, "history"), 0);

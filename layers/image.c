@@ -955,7 +955,7 @@ static void append_layer(struct kiln_image *img, const char *digest, const char 
 }
 
 int kiln_image_add_layer(struct kiln_image *img, const struct kiln_layer_info *layer, const char *created_by,
-			 struct kiln_err *err)
+			 const char *comment, struct kiln_err *err)
 {
 	if (!kiln_digest_valid(layer->digest) || !kiln_digest_valid(layer->diff_id))
 		return kiln_err_set(err, 0, "layer has an invalid digest or diff_id");
@@ -963,7 +963,7 @@ int kiln_image_add_layer(struct kiln_image *img, const struct kiln_layer_info *l
 		img->config = json_object();
 	append_layer(img, layer->digest, layer->diff_id, layer->size,
 		     layer->media_type ? layer->media_type : KILN_MT_LAYER_GZIP);
-	kiln_image_add_history(img, created_by, NULL, false);
+	kiln_image_add_history(img, created_by, comment, false);
 	return 0;
 }
 

@@ -132,9 +132,10 @@ void kiln_image_set_healthcheck(struct kiln_image *img, json_t *hc);
 /* ---- layers and history ---- */
 
 /* Append a layer (digest/diff_id/size/media type from the layer writer) and
- * its history entry {created, created_by, empty_layer absent}. */
+ * its history entry {created, created_by, comment (may be NULL), empty_layer
+ * absent}. */
 int kiln_image_add_layer(struct kiln_image *img, const struct kiln_layer_info *layer,
-			 const char *created_by, struct kiln_err *err);
+			 const char *created_by, const char *comment, struct kiln_err *err);
 /* Append a history entry; comment may be NULL. */
 void kiln_image_add_history(struct kiln_image *img, const char *created_by, const char *comment,
 			    bool empty_layer);

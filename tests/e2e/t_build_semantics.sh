@@ -70,4 +70,23 @@ printf 'FROM scratch\nCOPY Dockerfile /\n' > "$work/scratch/Dockerfile"
 "$KILN" build -q -t scr "$work/scratch" >/dev/null
 [ "$("$KILN" inspect scr | jq -r '.[0].Config.Env[0]')" = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" ] ||
 	fail "scratch PATH: $("$KILN" inspect scr | jq -c '.[0].Config.Env')"
+
+# --- layers like Docker's: a RUN/WORKDIR/COPY that changes nothing still gets
+# a layer (the empty tar) and a history entry without empty_layer; every
+# entry of the Dockerfile carries BuildKit's comment
+mkdir -p "$work/empty"
+cat > "$work/empty/Dockerfile" <<'DF'
+FROM busybox
+RUN true
+WORKDIR /
+ENV A=1
+DF
+"$KILN" build -q -t empty "$work/empty" >/dev/null
+base_layers=$("$KILN" inspect busybox | jq '.[0].RootFS.Layers | length')
+layers=$("$KILN" inspect empty | jq -c ".[0].RootFS.Layers[$base_layers:]")
+E=sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef
+[ "$layers" = "[\"$E\",\"$E\"]" ] || fail "no-change RUN/WORKDIR layers: $layers"
+hist=$("$KILN" inspect empty | jq -c '[.[0].History[-3:][] | [.created_by, (.empty_layer // false), .comment]]')
+[ "$hist" = '[["RUN /bin/sh -c true # buildkit",false,"buildkit.dockerfile.v0"],["WORKDIR /",false,"buildkit.dockerfile.v0"],["ENV A=1",true,"buildkit.dockerfile.v0"]]' ] ||
+	fail "history: $hist"
 echo ok

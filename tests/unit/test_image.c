@@ -128,8 +128,8 @@ static void test_chain_ids(void **state)
 	char top[KILN_DIGEST_MAX];
 	kiln_image_top_chain_id(img, top);
 	assert_string_equal(top, "");
-	assert_int_equal(kiln_image_add_layer(img, &la, "one", &err), 0);
-	assert_int_equal(kiln_image_add_layer(img, &lb, "two", &err), 0);
+	assert_int_equal(kiln_image_add_layer(img, &la, "one", NULL, &err), 0);
+	assert_int_equal(kiln_image_add_layer(img, &lb, "two", NULL, &err), 0);
 	char **ids = kiln_image_chain_ids(img);
 	assert_string_equal(ids[0], a);
 	assert_string_equal(ids[1], want);
@@ -342,7 +342,7 @@ static void test_commit_load_schema(void **state)
 	struct kiln_layer_info li = {.size = 12, .media_type = KILN_MT_LAYER_GZIP};
 	snprintf(li.digest, sizeof(li.digest), "%s", ld);
 	kiln_digest_data("pretend tar", 11, li.diff_id);
-	assert_int_equal(kiln_image_add_layer(child, &li, "RUN x", &err), 0);
+	assert_int_equal(kiln_image_add_layer(child, &li, "RUN x", NULL, &err), 0);
 	const char *ctags[] = {"child", NULL};
 	assert_int_equal(kiln_image_commit(s, child, ctags, NULL, &err), 0);
 	assert_int_equal(child->n_layers, 2);
@@ -352,7 +352,7 @@ static void test_commit_load_schema(void **state)
 	/* a layer missing from the store is refused */
 	struct kiln_image *bad = kiln_image_copy(child);
 	kiln_digest_data("not stored", 10, li.digest);
-	assert_int_equal(kiln_image_add_layer(bad, &li, "RUN y", &err), 0);
+	assert_int_equal(kiln_image_add_layer(bad, &li, "RUN y", NULL, &err), 0);
 	assert_int_equal(kiln_image_commit(s, bad, NULL, NULL, &err), -1);
 	kiln_image_free(bad);
 
