@@ -96,6 +96,45 @@ mkimg four
 [ "$(nsnaps)" = "$base" ] || fail "after rm -f live + prune $(nsnaps) snapshots remain"
 fsck_clean "running container"
 
+# --- a kill -9 of a foreground run --rm leaves nothing that keeps its image
+mkimg killed
+"$KILN" run --rm killed sleep 600 >/dev/null 2>&1 &
+p=$!; pids="$pids $p"
+until ls "$KILN_ROOT"/snapshots/*/active 2>/dev/null | grep -q "^run-$p-"; do
+	kill -0 "$p" 2>/dev/null || fail "run --rm sleep ended early"
+done
+kill -9 "$p"; wait "$p" 2>/dev/null || true
+"$KILN" rmi killed >/dev/null
+[ "$(nsnaps)" = "$base" ] || fail "a killed run --rm kept $(nsnaps) snapshots"
+[ -z "$(ls -A "$KILN_ROOT"/snapshots/*/active)" ] || fail "a killed run --rm left $(ls "$KILN_ROOT"/snapshots/*/active)"
+
+# --- a build in progress holds the store: prunes leave its snapshots alone
+"$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
+port=$((20000 + RANDOM % 20000))
+mkdir -p "$work/slow"
+printf 'FROM busybox\nRUN echo step > /step\nRUN until echo | nc 127.0.0.1 %s; do sleep 0.2; done\n' "$port" >"$work/slow/Dockerfile"
+"$KILN" build -q -t slow "$work/slow" >"$work/slow.out" 2>&1 &
+b=$!; pids="$pids $b"
+# in the second RUN: the base and the first step committed, a step prepared
+until [ "$(nsnaps)" -ge 2 ] && ls "$KILN_ROOT"/snapshots/*/active 2>/dev/null | grep -q "^build-$b-"; do
+	kill -0 "$b" 2>/dev/null || fail "the build ended early: $(cat "$work/slow.out")"
+done
+during=$(nsnaps)
+"$KILN" rmi busybox >/dev/null || fail "rmi during a build"
+set +e
+"$KILN" image prune -a -f >"$work/out" 2>&1; rc=$?
+set -e
+[ $rc = 1 ] && grep -q "in use by another kiln process" "$work/out" || fail "image prune during a build: $rc $(cat "$work/out")"
+[ "$(nsnaps)" = "$during" ] || fail "prunes during a build removed snapshots ($during before, $(nsnaps) after)"
+timeout 120 busybox nc -l -p "$port" </dev/null >/dev/null 2>&1 &
+pids="$pids $!"
+wait "$b" || fail "the build failed: $(cat "$work/slow.out")"
+"$KILN" run --rm slow cat /step | grep -qx step || fail "the image built during the prunes"
+"$KILN" rmi slow >/dev/null
+"$KILN" builder prune -a -f >/dev/null
+[ "$(nsnaps)" = "$base" ] || fail "after the build and prunes $(nsnaps) snapshots remain"
+fsck_clean "prunes during a build"
+
 # --- builder prune -a drops the snapshots only cache records kept
 mkimg five
 mkdir -p "$work/ctx"
