@@ -453,7 +453,15 @@ static void split_ref(const char *ref, char **repo, char **tag)
 int kiln_reclaim_usage(const char *root, struct kiln_usage *df, struct kiln_err *err)
 {
 	memset(df, 0, sizeof(*df));
+	static const char *const types[] = {"Images", "Containers", "Local Volumes", "Build Cache"};
+	for (size_t i = 0; i < 4; i++)
+		df->rows[i].type = types[i];
 	struct sizes z = {0};
+	char *index = kiln_xasprintf("%s/index.json", root);
+	bool fresh = access(index, F_OK) < 0 && errno == ENOENT;
+	free(index);
+	if (fresh)
+		return 0;   /* no store yet: nothing used */
 	if (kiln_store_open(root, KILN_STORE_RDONLY, &z.s, err) < 0)
 		return -1;
 	char *sd = kiln_xasprintf("%s/snapshots", root);
@@ -534,7 +542,6 @@ int kiln_reclaim_usage(const char *root, struct kiln_usage *df, struct kiln_err 
 		}
 	}
 	struct kiln_usage_row *r = &df->rows[0];
-	r->type = "Images";
 	r->total = df->n_images;
 	for (size_t i = 0; i < df->n_images; i++)
 		r->active += df->images[i].containers > 0;
@@ -546,7 +553,6 @@ int kiln_reclaim_usage(const char *root, struct kiln_usage *df, struct kiln_err 
 	r->reclaimable = set_bytes(&z, &img_all, &kept);
 
 	r = &df->rows[1];
-	r->type = "Containers";
 	r->total = df->n_containers;
 	for (size_t i = 0; i < df->n_containers; i++) {
 		r->size += df->containers[i].size;
@@ -556,8 +562,7 @@ int kiln_reclaim_usage(const char *root, struct kiln_usage *df, struct kiln_err 
 			r->reclaimable += df->containers[i].size;
 	}
 
-	r = &df->rows[2];
-	r->type = "Local Volumes";   /* kiln has no named volumes: -v binds host paths */
+	/* rows[2], Local Volumes, stays 0: kiln has no named volumes (-v binds host paths) */
 
 	/* build cache: what only the cache keeps (images' and containers' own
 	 * objects are counted in their rows) */
@@ -568,7 +573,6 @@ int kiln_reclaim_usage(const char *root, struct kiln_usage *df, struct kiln_err 
 	set_union(&others, &ctr_objs);
 	df->cache = kiln_xcalloc(w.n + 1, sizeof(*df->cache));
 	r = &df->rows[3];
-	r->type = "Build Cache";
 	for (size_t i = 0; i < w.n; i++) {
 		struct kiln_usage_cache *c = &df->cache[df->n_cache++];
 		snprintf(c->key, sizeof(c->key), "%s", w.v[i].key);
