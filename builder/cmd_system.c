@@ -210,7 +210,7 @@ static int df_cmd(int argc, char **argv)
 			printf("Usage: kiln system df [OPTIONS]\n\n"
 			       "Show kiln disk usage\n\n"
 			       "Options:\n"
-			       "      --format string   Pretty-print images using a Go template\n"
+			       "      --format string   Format the rows with a Go template\n"
 			       "                        ({{.Type}} {{.TotalCount}} {{.Active}} {{.Size}} {{.Reclaimable}})\n"
 			       "  -v, --verbose         Show detailed information on space usage\n");
 			return 0;
