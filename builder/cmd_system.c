@@ -43,11 +43,20 @@ static void table_row(struct table *t, const char *const *cells)
 		kiln_strv_push(&t->cells, cells[i] ? cells[i] : "");
 }
 
+/* Characters, not bytes (UTF-8 continuation bytes do not count). */
+static size_t width(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
 static void table_print(struct table *t)
 {
 	size_t *w = kiln_xcalloc(t->ncol, sizeof(*w));
 	for (size_t i = 0; i < t->cells.n; i++) {
-		size_t l = strlen(t->cells.v[i]);
+		size_t l = width(t->cells.v[i]);
 		if (l > w[i % t->ncol])
 			w[i % t->ncol] = l;
 	}
@@ -58,7 +67,7 @@ static void table_print(struct table *t)
 			continue;
 		}
 		size_t pad = w[c] + 3 < 10 ? 10 : w[c] + 3;
-		printf("%-*s", (int)pad, t->cells.v[i]);
+		printf("%s%*s", t->cells.v[i], (int)(pad - width(t->cells.v[i])), "");
 	}
 	free(w);
 	kiln_strv_free(&t->cells);
@@ -76,7 +85,7 @@ static void reclaimable(const struct kiln_usage_row *r, bool percent, char buf[6
 
 /* --format: {{.Type}} {{.TotalCount}} {{.Active}} {{.Size}} {{.Reclaimable}},
  * "table " prefix for a header, \t and \n escapes. */
-static int print_format(const char *fmt, const struct kiln_usage_row *r, bool header)
+static int format_row(const char *fmt, const struct kiln_usage_row *r, bool header, char **out)
 {
 	struct kiln_buf b = {0};
 	for (const char *p = fmt; *p;) {
@@ -128,8 +137,48 @@ static int print_format(const char *fmt, const struct kiln_usage_row *r, bool he
 		kiln_buf_puts(&b, val);
 		p = end + 2;
 	}
-	printf("%s\n", b.data ? b.data : "");
-	kiln_buf_free(&b);
+	*out = kiln_buf_steal(&b);
+	return 0;
+}
+
+/* A "table" format: the header and the rows aligned like the default table
+ * (cells split at tabs); otherwise each row's text as it is. */
+static int print_format(const char *fmt, bool table, const struct kiln_usage_row *rows, size_t n)
+{
+	struct kiln_strv lines = {0};
+	size_t ncol = 1;
+	for (size_t i = table ? 0 : 1; i <= n; i++) {
+		char *line = NULL;
+		if (format_row(fmt, &rows[i ? i - 1 : 0], i == 0, &line) < 0) {
+			kiln_strv_free(&lines);
+			return -1;
+		}
+		size_t c = 1;
+		for (const char *p = line; *p; p++)
+			c += *p == '\t';
+		if (c > ncol)
+			ncol = c;
+		kiln_strv_push_owned(&lines, line);
+	}
+	if (!table) {
+		for (size_t i = 0; i < lines.n; i++)
+			printf("%s\n", lines.v[i]);
+		kiln_strv_free(&lines);
+		return 0;
+	}
+	struct table t = {.ncol = ncol};
+	for (size_t i = 0; i < lines.n; i++) {
+		char **cells = kiln_xcalloc(ncol + 1, sizeof(char *));
+		char *p = lines.v[i];
+		size_t k = 0;
+		for (char *tab; k + 1 < ncol && (tab = strchr(p, '\t')); p = tab + 1)
+			cells[k++] = kiln_xstrndup(p, (size_t)(tab - p));
+		cells[k++] = kiln_xstrdup(p);
+		table_row(&t, (const char *const *)cells);
+		kiln_strv_free_raw(cells);
+	}
+	table_print(&t);
+	kiln_strv_free(&lines);
 	return 0;
 }
 
@@ -247,11 +296,8 @@ static int df_cmd(int argc, char **argv)
 		const char *f = table ? format + 5 + (format[5] == ' ') : format;
 		if (table && !*f)
 			f = "{{.Type}}\\t{{.TotalCount}}\\t{{.Active}}\\t{{.Size}}\\t{{.Reclaimable}}";
-		if (table && print_format(f, &df.rows[0], true) < 0)
+		if (print_format(f, table, df.rows, 4) < 0)
 			rc = KILN_EXIT_USAGE;
-		for (size_t i = 0; rc == 0 && i < 4; i++)
-			if (print_format(f, &df.rows[i], false) < 0)
-				rc = KILN_EXIT_USAGE;
 	} else {
 		struct table t = {.ncol = 5};
 		table_row(&t, (const char *const[]){"TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"});
