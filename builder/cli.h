@@ -55,6 +55,7 @@ KILN_CMD(push);
 KILN_CMD(login);
 KILN_CMD(logout);
 KILN_CMD(builder);
+KILN_CMD(system);
 #undef KILN_CMD
 
 /* True when argv holds -h or --help (before a lone "--"). */

@@ -4,17 +4,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "builder/cache.h"
 #include "builder/cli.h"
+#include "builder/reclaim.h"
 #include "common/util.h"
-#include "layers/snapshot.h"
+#include "layers/image.h"
 #include "layers/store.h"
-
-#pragma weak kiln_snap_open
-#pragma weak kiln_snap_close
-#pragma weak kiln_snap_remove
-#pragma weak kiln_store_open
-#pragma weak kiln_store_gc
 
 static void usage(FILE *f)
 {
@@ -52,56 +46,24 @@ static int prune(int argc, char **argv)
 	}
 	struct kiln_err err = {0};
 	size_t removed = 0;
-	struct kiln_strv chains = {0};
-	if (kiln_cache_prune(kiln_global.root, all, &removed, &chains, &err) < 0) {
+	int64_t bytes = 0;
+	if (kiln_reclaim_cache(kiln_global.root, all, &removed, &bytes, &err) < 0) {
 		kiln_err_print(&err);
-		kiln_strv_free(&chains);
 		return KILN_EXIT_FAIL;
 	}
-	if (all) {
-		char *mounts = kiln_xasprintf("%s/cache/mounts", kiln_global.root);
-		kiln_rm_rf(mounts, &err);
-		free(mounts);
-		char *ctx = kiln_xasprintf("%s/cache/context", kiln_global.root);
-		kiln_rm_rf(ctx, &err);
-		free(ctx);
+	/* the snapshots and blobs only the removed records kept go now */
+	struct kiln_store *s = NULL;
+	struct kiln_reclaim_stats st = {0};
+	if (kiln_store_open(kiln_global.root, KILN_STORE_RDWR, &s, &err) < 0 ||
+	    kiln_reclaim_gc(s, true, &st, &err) < 0) {
+		kiln_err_print(&err);
+		kiln_store_close(s);
+		return KILN_EXIT_FAIL;
 	}
-	/* snapshots no longer named by a record nor an image go with gc of the store;
-	 * drop the committed snapshots of removed records when nothing builds on them */
-	if (kiln_snap_open && kiln_snap_remove && chains.n) {
-		struct kiln_snapshotter *sn = NULL;
-		char *sd = kiln_xasprintf("%s/snapshots", kiln_global.root);
-		if (kiln_snap_open(sd, kiln_global.storage_driver, &sn, &err) == 0) {
-			for (size_t pass = 0; pass < 8; pass++) {
-				bool progress = false;
-				for (size_t i = chains.n; i-- > 0;) {
-					if (!chains.v[i][0])
-						continue;
-					struct kiln_err e;
-					if (kiln_snap_remove(sn, chains.v[i], &e) == 0 || e.errnum == ENOENT) {
-						chains.v[i][0] = 0;
-						progress = true;
-					}
-				}
-				if (!progress)
-					break;
-			}
-			kiln_snap_close(sn);
-		}
-		free(sd);
-	}
-	kiln_strv_free(&chains);
-	int64_t freed = 0;
-	if (kiln_store_open && kiln_store_gc) {
-		struct kiln_store *s = NULL;
-		if (kiln_store_open(kiln_global.root, KILN_STORE_RDWR, &s, &err) == 0) {
-			struct kiln_gc_stats st = {0};
-			if (kiln_store_gc(s, NULL, NULL, &st, &err) == 0)
-				freed = st.bytes_removed;
-			kiln_store_close(s);
-		}
-	}
-	printf("Deleted build cache records: %zu\nTotal reclaimed space: %lld bytes\n", removed, (long long)freed);
+	kiln_store_close(s);
+	char sz[32];
+	kiln_human_size(bytes + kiln_reclaim_bytes(&st), sz);
+	printf("Deleted build cache records: %zu\nTotal reclaimed space: %s\n", removed, sz);
 	return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "builder/cli.h"
+#include "builder/reclaim.h"
 #include "layers/image.h"
 #include "layers/store.h"
 
@@ -23,14 +24,6 @@ static void usage(FILE *f)
 		   "  rm          Remove one or more images\n"
 		   "  save        Save one or more images to a tar archive\n"
 		   "  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE\n");
-}
-
-static bool strv_has(const struct kiln_strv *v, const char *s)
-{
-	for (size_t i = 0; i < v->n; i++)
-		if (!strcmp(v->v[i], s))
-			return true;
-	return false;
 }
 
 static int prune(int argc, char **argv)
@@ -71,40 +64,12 @@ static int prune(int argc, char **argv)
 		return KILN_EXIT_FAIL;
 	}
 	int rc = KILN_EXIT_FAIL;
-	struct kiln_strv in_use = {0};
-	kiln_image_ids_in_use(s, &in_use);
-	struct kiln_image_entry *v = NULL;
-	size_t n = 0;
-	if (kiln_image_list(s, &v, &n, &err) < 0)
-		goto out;
 	bool header = false;
-	for (size_t i = 0; i < n; i++) {
-		if (strv_has(&in_use, v[i].id) || (!all && v[i].refs.n))
-			continue;
-		for (size_t k = 0; k < v[i].refs.n; k++) {
-			if (kiln_store_tag_remove(s, v[i].refs.v[k], false, &err) < 0 && err.errnum != ENOENT)
-				goto out;
-			if (!header) {
-				printf("Deleted Images:\n");
-				header = true;
-			}
-			char *fam = kiln_ref_familiarize(v[i].refs.v[k]);
-			printf("untagged: %s\n", fam);
-			free(fam);
-		}
-		if (kiln_store_index_remove_digest(s, v[i].manifest.digest, &err) < 0)
-			goto out;
-		if (!header) {
-			printf("Deleted Images:\n");
-			header = true;
-		}
-		printf("deleted: %s\n", v[i].id);
-	}
-	struct kiln_gc_stats st;
-	if (kiln_store_gc(s, NULL, NULL, &st, &err) < 0)
+	struct kiln_reclaim_stats st;
+	if (kiln_reclaim_images(s, all, &header, &err) < 0 || kiln_reclaim_gc(s, true, &st, &err) < 0)
 		goto out;
 	char sz[32];
-	kiln_human_size(st.bytes_removed, sz);
+	kiln_human_size(kiln_reclaim_bytes(&st), sz);
 	if (header)
 		printf("\n");
 	printf("Total reclaimed space: %s\n", sz);
@@ -112,8 +77,6 @@ static int prune(int argc, char **argv)
 out:
 	if (rc)
 		kiln_err_print(&err);
-	kiln_image_list_free(v, n);
-	kiln_strv_free(&in_use);
 	kiln_store_close(s);
 	return rc;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "builder/cli.h"
+#include "builder/reclaim.h"
 #include "layers/image.h"
 #include "layers/store.h"
 
@@ -14,7 +15,7 @@ static void usage(FILE *f)
 		   "Remove one or more images\n\n"
 		   "Options:\n"
 		   "  -f, --force      Force removal of the image\n"
-		   "      --no-prune   Do not delete unreferenced blobs now (image prune does)\n");
+		   "      --no-prune   Do not delete unreferenced blobs and snapshots now (image prune does)\n");
 }
 
 static bool strv_has(const struct kiln_strv *v, const char *s)
@@ -146,10 +147,11 @@ int kiln_cmd_rmi(int argc, char **argv)
 		}
 	}
 	if (prune) {
-		/* free the space now when nobody else uses the store; image prune otherwise */
-		struct kiln_gc_stats st;
+		/* free the space now (blobs and unpacked snapshots) when nobody else
+		 * uses the store; image prune otherwise */
+		struct kiln_reclaim_stats st;
 		kiln_err_clear(&err);
-		if (kiln_store_gc_try(s, NULL, NULL, &st, &err) < 0)
+		if (kiln_reclaim_gc(s, false, &st, &err) < 0)
 			kiln_err_print(&err);
 	}
 	kiln_strv_free(&in_use);

@@ -421,8 +421,10 @@ static void run_image_free(struct run_image *ri, bool discard)
 }
 
 /* Load the image, make sure its layers are snapshots, prepare a writable
- * child keyed by the container id. */
-static int run_image_prepare(const char *ref, const char *id, struct run_image *ri,
+ * child keyed by the container id (a container that is not recorded gets a
+ * temporary key: kiln_snap_open removes it once this process is gone, even
+ * after a kill -9). */
+static int run_image_prepare(const char *ref, const char *id, bool recorded, struct run_image *ri,
 			     struct kiln_sandbox_spec *spec, struct kiln_err *err)
 {
 	memset(ri, 0, sizeof(*ri));
@@ -455,7 +457,10 @@ static int run_image_prepare(const char *ref, const char *id, struct run_image *
 		memcpy(chain, next, sizeof(chain));
 	}
 	char key[80];
-	snprintf(key, sizeof(key), "ctr-%.64s", id);
+	if (recorded)
+		snprintf(key, sizeof(key), "ctr-%.64s", id);
+	else
+		snprintf(key, sizeof(key), "run-%d-1", (int)getpid());
 	if (kiln_snap_prepare(ri->sn, chain[0] ? chain : NULL, key, KILN_SNAP_NOMOUNT, &ri->snap, err) < 0)
 		return kiln_err_wrap(err, "preparing the container's snapshot");
 	const char *rootfs = kiln_snap_rootfs(ri->snap);
@@ -696,7 +701,7 @@ int kiln_cmd_run(int argc, char **argv)
 	/* the image's config first, the flags override it */
 	json_t *cfg = NULL;
 	if (o.image) {
-		if (run_image_prepare(o.image, id, &ri, &spec, &err) < 0)
+		if (run_image_prepare(o.image, id, o.detach || !o.rm || o.name, &ri, &spec, &err) < 0)
 			goto fail;
 		have_image = true;
 		cfg = json_object_get(ri.img->config, "config");

@@ -35,6 +35,7 @@ static const struct command commands[] = {
 	{"login", kiln_cmd_login, "Log in to a registry"},
 	{"logout", kiln_cmd_logout, "Log out from a registry"},
 	{"builder", kiln_cmd_builder, "Manage the build cache (builder prune)"},
+	{"system", kiln_cmd_system, "Disk usage and pruning (system df, system prune)"},
 	{"parse", kiln_cmd_parse, "Parse a Dockerfile and print its tree or plan"},
 };
 

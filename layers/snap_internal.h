@@ -43,6 +43,10 @@ char *snap_committed_path(struct kiln_snapshotter *sn, const char *chain_id, con
 char *snap_read_text(int dirfd, const char *path, struct kiln_err *err);
 int snap_write_text(int dirfd, const char *path, const char *text, struct kiln_err *err);
 
+/* Remove the committed snapshot snaps/<hex> crash-safely: rename into tmp/,
+ * drop its overlay link, delete.  No check for children. */
+int snap_remove_committed(struct kiln_snapshotter *sn, const char *hex, struct kiln_err *err);
+
 /* ---- snap_btrfs.c ---- */
 bool snap_btrfs_is_btrfs(const char *path);
 /* parent_fs NULL: a new empty subvolume. */
@@ -78,8 +82,9 @@ int snap_overlay_mount(struct kiln_snap *snap, struct kiln_err *err);
 int snap_umount_if_mounted(const char *path, struct kiln_err *err);
 bool snap_is_mountpoint(const char *path);
 int snap_overlay_diff(struct kiln_snap *snap, struct kiln_changes *out, struct kiln_err *err);
-/* Remove the l/ link of a committed snapshot directory being removed. */
-void snap_overlay_forget_link(struct kiln_snapshotter *sn, const char *hex);
+/* Remove the l/ link of the committed snapshot hex, already moved to
+ * moved_rel (dirfd-relative, in tmp/) on its way out. */
+void snap_overlay_forget_link(struct kiln_snapshotter *sn, const char *hex, const char *moved_rel);
 
 /* ---- snap_diff.c ---- */
 struct snap_u64set {

@@ -291,9 +291,9 @@ out:
 	return rc;
 }
 
-void snap_overlay_forget_link(struct kiln_snapshotter *sn, const char *hex)
+void snap_overlay_forget_link(struct kiln_snapshotter *sn, const char *hex, const char *moved_rel)
 {
-	char *f = kiln_xasprintf("snaps/%s/link", hex);
+	char *f = kiln_xasprintf("%s/link", moved_rel);
 	struct kiln_err e;
 	char *name = snap_read_text(sn->dirfd, f, &e);
 	free(f);
@@ -301,13 +301,17 @@ void snap_overlay_forget_link(struct kiln_snapshotter *sn, const char *hex)
 		return;
 	char *l = kiln_xasprintf("l/%s", name);
 	char *target = kiln_xasprintf("../snaps/%s/fs", hex);
+	char *again = kiln_xasprintf("snaps/%s", hex);
 	char cur[PATH_MAX];
 	ssize_t n = readlinkat(sn->dirfd, l, cur, sizeof(cur) - 1);
+	struct stat st;
 	if (n >= 0) {
 		cur[n] = 0;
-		if (!strcmp(cur, target))
+		/* not when the same chain was committed again meanwhile (it reuses the link) */
+		if (!strcmp(cur, target) && fstatat(sn->dirfd, again, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			(void)unlinkat(sn->dirfd, l, 0);
 	}
+	free(again);
 	free(target);
 	free(l);
 	free(name);

@@ -156,9 +156,11 @@ static int destroy_dir(struct kiln_snapshotter *sn, const char *path, struct kil
 	return kiln_rm_rf(path, err);
 }
 
-/* Move dirfd-relative rel ("snaps/<hex>", "active/<key>") out of sight, then
- * destroy it.  ENOENT when rel does not exist. */
-static int remove_via_tmp(struct kiln_snapshotter *sn, const char *rel, struct kiln_err *err)
+/* Move dirfd-relative rel ("snaps/<hex>", "active/<key>") into tmp/ (one
+ * atomic rename: a crash leaves either the snapshot or a tmp/ leftover that
+ * the next kiln_snap_open removes).  *tmp_rel receives the new name. */
+static int move_to_tmp(struct kiln_snapshotter *sn, const char *rel, char **tmp_rel,
+		       struct kiln_err *err)
 {
 	char *tmp = kiln_xasprintf("tmp/%d-%u-%llu", (int)getpid(), sn->counter++,
 				   (unsigned long long)(kiln_now_ns() % 1000000000ULL));
@@ -167,11 +169,42 @@ static int remove_via_tmp(struct kiln_snapshotter *sn, const char *rel, struct k
 		free(tmp);
 		return kiln_err_set(err, e, "removing snapshot %s", rel);
 	}
-	char *abs = kiln_xasprintf("%s/%s", sn->dir, tmp);
+	*tmp_rel = tmp;
+	return 0;
+}
+
+static int destroy_tmp(struct kiln_snapshotter *sn, char *tmp_rel, struct kiln_err *err)
+{
+	char *abs = kiln_xasprintf("%s/%s", sn->dir, tmp_rel);
 	int rc = destroy_dir(sn, abs, err);
 	free(abs);
-	free(tmp);
+	free(tmp_rel);
 	return rc;
+}
+
+/* Move rel out of sight, then destroy it.  ENOENT when rel does not exist. */
+static int remove_via_tmp(struct kiln_snapshotter *sn, const char *rel, struct kiln_err *err)
+{
+	char *tmp;
+	if (move_to_tmp(sn, rel, &tmp, err))
+		return -1;
+	return destroy_tmp(sn, tmp, err);
+}
+
+int snap_remove_committed(struct kiln_snapshotter *sn, const char *hex, struct kiln_err *err)
+{
+	char *rel = kiln_xasprintf("snaps/%s", hex);
+	char *tmp;
+	int rc = move_to_tmp(sn, rel, &tmp, err);
+	free(rel);
+	if (rc)
+		return -1;
+	/* the overlay short link goes after the rename: a crash in between
+	 * leaves a dangling link (reused if the chain is committed again), never
+	 * a snapshot without its link */
+	if (sn->drv == SNAP_OVERLAY)
+		snap_overlay_forget_link(sn, hex, tmp);
+	return destroy_tmp(sn, tmp, err);
 }
 
 static bool pid_dead(const char *name)
@@ -825,12 +858,7 @@ int kiln_snap_remove(struct kiln_snapshotter *sn, const char *name, struct kiln_
 			return kiln_err_set(err, ENOENT, "snapshot %s", name);
 		if (has_children(sn, name))
 			return kiln_err_set(err, EBUSY, "removing snapshot %s: other snapshots are based on it", name);
-		char *rel = kiln_xasprintf("snaps/%s", hex);
-		if (sn->drv == SNAP_OVERLAY)
-			snap_overlay_forget_link(sn, hex);
-		int rc = remove_via_tmp(sn, rel, err);
-		free(rel);
-		return rc;
+		return snap_remove_committed(sn, hex, err);
 	}
 	if (!key_valid(name, true))
 		return kiln_err_set(err, EINVAL, "invalid snapshot key \"%s\"", name ? name : "");

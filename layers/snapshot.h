@@ -58,6 +58,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/util.h"
 #include "layers/layer.h"
 
 struct kiln_snapshotter;
@@ -183,6 +184,36 @@ int kiln_snap_usage(struct kiln_snapshotter *sn, const char *key_or_chain_id,
 /* Call fn for each committed chain id (sorted) / each writable key. */
 int kiln_snap_list(struct kiln_snapshotter *sn, bool committed,
 		   int (*fn)(const char *name, void *arg), void *arg, struct kiln_err *err);
+
+/* ---- collection and checking (snap_gc.c) ---- */
+
+struct kiln_snap_gc_stats {
+	size_t removed;      /* committed snapshots removed */
+	int64_t bytes;       /* their kiln_snap_usage before removal (btrfs: an
+			      * estimate that counts shared extents too) */
+};
+
+/* Remove every committed snapshot that is neither in keep (chain ids; each
+ * keeps its ancestors too) nor under a writable snapshot or view in active/
+ * (containers, running steps).  Deepest first, each by one rename into tmp/
+ * then deletion, so a crash at any point leaves every remaining snapshot with
+ * its parent and only tmp/ leftovers (removed by the next kiln_snap_open).
+ * The caller keeps other kiln processes from committing snapshots it has not
+ * referenced yet (the store's exclusive lock); a writable snapshot prepared
+ * meanwhile by a lock-free reader (kiln run) is seen before each removal. */
+int kiln_snap_gc(struct kiln_snapshotter *sn, const struct kiln_strv *keep,
+		 struct kiln_snap_gc_stats *stats, struct kiln_err *err);
+
+/* The existing committed snapshots among ids and all their ancestors,
+ * appended to out (sorted, each once). */
+int kiln_snap_closure(struct kiln_snapshotter *sn, const struct kiln_strv *ids,
+		      struct kiln_strv *out, struct kiln_err *err);
+
+/* Consistency: every committed snapshot has its fs, its parent and (overlay)
+ * its short link and lower links; every writable snapshot and view stands on
+ * an existing one.  One line per problem appended to problems; -1 when the
+ * check could not run. */
+int kiln_snap_check(struct kiln_snapshotter *sn, struct kiln_strv *problems, struct kiln_err *err);
 
 /* Create the committed snapshot chain_id = ChainID(parent_chain_id, diff_id)
  * by applying the layer read from layer_fd on a child of parent_chain_id

@@ -31,6 +31,7 @@ struct kiln_store {
 	int lock_fd;        /* ROOT/lock, held shared by RDWR handles; -1 for RDONLY */
 	int index_lock_fd;  /* ROOT/index.lock while write-locked, else -1 */
 	int wlock_depth;
+	int xlock_depth;    /* kiln_store_lock_exclusive nesting */
 	bool rdwr;
 };
 
@@ -1033,6 +1034,35 @@ static void lock_shared_again(struct kiln_store *s)
 		;
 }
 
+int kiln_store_lock_exclusive(struct kiln_store *s, bool wait, struct kiln_err *err)
+{
+	if (need_rdwr(s, err) < 0)
+		return -1;
+	if (s->xlock_depth > 0) {
+		s->xlock_depth++;
+		return 0;
+	}
+	if (wait) {
+		if (lock_exclusive(s, 10ull * 1000000000ull, err) < 0)
+			return -1;
+	} else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		/* a failed conversion drops the shared lock: take it back */
+		lock_shared_again(s);
+		if (e == EWOULDBLOCK)
+			return 1;
+		return kiln_err_set(err, e, "lock %s/lock", s->root);
+	}
+	s->xlock_depth = 1;
+	return 0;
+}
+
+void kiln_store_unlock_exclusive(struct kiln_store *s)
+{
+	if (s->xlock_depth > 0 && --s->xlock_depth == 0)
+		lock_shared_again(s);
+}
+
 static int gc_locked(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
 		     struct kiln_gc_stats *stats, struct kiln_err *err);
 
@@ -1041,11 +1071,11 @@ int kiln_store_gc(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
 {
 	if (stats)
 		memset(stats, 0, sizeof(*stats));
-	if (need_rdwr(s, err) < 0)
+	if (kiln_store_lock_exclusive(s, true, err) < 0)
 		return -1;
-	if (lock_exclusive(s, 10ull * 1000000000ull, err) < 0)
-		return -1;
-	return gc_locked(s, roots_fn, ctx, stats, err);
+	int rc = gc_locked(s, roots_fn, ctx, stats, err);
+	kiln_store_unlock_exclusive(s);
+	return rc;
 }
 
 int kiln_store_gc_try(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
@@ -1053,17 +1083,12 @@ int kiln_store_gc_try(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *
 {
 	if (stats)
 		memset(stats, 0, sizeof(*stats));
-	if (need_rdwr(s, err) < 0)
-		return -1;
-	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		/* a failed conversion drops the shared lock: take it back */
-		lock_shared_again(s);
-		if (e == EWOULDBLOCK)
-			return 1;
-		return kiln_err_set(err, e, "lock %s/lock", s->root);
-	}
-	return gc_locked(s, roots_fn, ctx, stats, err);
+	int r = kiln_store_lock_exclusive(s, false, err);
+	if (r != 0)
+		return r;
+	int rc = gc_locked(s, roots_fn, ctx, stats, err);
+	kiln_store_unlock_exclusive(s);
+	return rc;
 }
 
 static int gc_locked(struct kiln_store *s, kiln_store_roots_fn roots_fn, void *ctx,
@@ -1127,7 +1152,6 @@ out:
 	json_decref(idx);
 	kiln_strv_free(&roots);
 	set_free(&set);
-	lock_shared_again(s);
 	return rc;
 }
 

@@ -157,6 +157,15 @@ typedef int (*kiln_store_roots_fn)(struct kiln_store *s, struct kiln_strv *roots
 int kiln_store_gc_extra_roots(struct kiln_store *s, struct kiln_strv *roots, struct kiln_err *err)
 	__attribute__((weak));
 
+/* Take the store lock EXCLUSIVE: no other RDWR handle (build, pull, import,
+ * load, tag) is open until kiln_store_unlock_exclusive.  Work that removes
+ * what such a process may be about to reference (gc, the snapshot collector)
+ * runs under it.  wait: up to ~10 s, then EBUSY; !wait: returns 1 at once when
+ * another kiln has the store open.  Nests within one handle; gc called while
+ * it is held reuses it. */
+int kiln_store_lock_exclusive(struct kiln_store *s, bool wait, struct kiln_err *err);
+void kiln_store_unlock_exclusive(struct kiln_store *s);
+
 struct kiln_gc_stats {
 	size_t blobs_removed;
 	int64_t bytes_removed;

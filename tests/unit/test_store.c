@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -388,6 +390,50 @@ static void test_gc(void **state)
 	drop_root(root);
 }
 
+/* Can another process take the store lock shared right now (as an RDWR
+ * open does)?  Asked from a child: flock locks belong to the open file. */
+static bool others_can_open(const char *root)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char *p = kiln_xasprintf("%s/lock", root);
+		int fd = open(p, O_RDWR | O_CLOEXEC);
+		_exit(fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) == 0 ? 0 : 1);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* The exclusive lock keeps other writers out across several collections
+ * (gc inside it keeps it), nests, and is given back as the shared one. */
+static void test_exclusive_lock(void **state)
+{
+	(void)state;
+	char *root = new_root();
+	struct kiln_store *s = open_rw(root);
+	struct kiln_err err = {0};
+	assert_true(others_can_open(root));
+	struct kiln_store *other = open_rw(root);
+	assert_int_equal(kiln_store_lock_exclusive(s, false, &err), 1);   /* busy */
+	assert_true(others_can_open(root));                               /* ours is shared again */
+	kiln_store_close(other);
+	assert_int_equal(kiln_store_lock_exclusive(s, false, &err), 0);
+	assert_false(others_can_open(root));
+	assert_int_equal(kiln_store_lock_exclusive(s, true, &err), 0);    /* nested */
+	struct kiln_gc_stats st;
+	assert_int_equal(kiln_store_gc(s, NULL, NULL, &st, &err), 0);
+	assert_false(others_can_open(root));                              /* gc kept it */
+	kiln_store_unlock_exclusive(s);
+	assert_false(others_can_open(root));
+	kiln_store_unlock_exclusive(s);
+	assert_true(others_can_open(root));
+	assert_int_equal(kiln_store_blob_put(s, "after", 5, NULL, &err), 0);
+	kiln_store_close(s);
+	drop_root(root);
+}
+
 static void test_fsck(void **state)
 {
 	(void)state;
@@ -459,6 +505,7 @@ int main(void)
 		cmocka_unit_test(test_blobs),
 		cmocka_unit_test(test_tags),
 		cmocka_unit_test(test_gc),
+		cmocka_unit_test(test_exclusive_lock),
 		cmocka_unit_test(test_fsck),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
