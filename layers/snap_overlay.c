@@ -480,8 +480,12 @@ static int ovl_dir(struct octx *c, int ufd, int pfd, const char *rel, bool opaqu
 		} else if (!in_parent) {
 			rc = snap_add_subtree(ufd, name, path, true, c->out, c->err);
 		} else {
+			/* a regular file here was copied up (opened for writing):
+			 * equal metadata proves nothing, compare the content */
 			bool same;
-			rc = snap_meta_same(ufd, name, &us, pfd, name, &ps, &same, c->err);
+			rc = snap_entry_same(ufd, name, &us, pfd, name, &ps, NULL, &same, c->err);
+			if (rc)
+				kiln_err_wrap(c->err, "%s", path);
 			if (!rc && !same)
 				kiln_changes_add(c->out, path, KILN_CHANGE_MODIFY);
 			if (!rc && !same && S_ISREG(us.st_mode) && S_ISREG(ps.st_mode) &&
