@@ -554,10 +554,13 @@ static int find_aliases(int dirfd, const char *rel, const struct snap_u64set *in
  * the new one.  Make the tree what a plain filesystem would hold: each other
  * name that still refers to the lower inode becomes a hard link to the
  * copied-up file, and a MODIFY.
- * Known limit: with index=off overlay keeps no origin for such copy-ups, so a
+ * Known limits: with index=off overlay keeps no origin for such copy-ups, so a
  * file that was deleted and written anew under one name of a hard-linked
  * lower file (`rm a; echo new > a`, while b stays) looks the same and b is
- * re-linked too, where btrfs/vfs keep b's old content. */
+ * re-linked too, where btrfs/vfs keep b's old content.  A copy-up that
+ * changes nothing (opened for writing, chmod to the same mode) is no change,
+ * so the layer keeps a and b one file while this snapshot has two files with
+ * the same content. */
 static int relink_aliases(struct kiln_snap *snap, struct octx *c, int pfd)
 {
 	struct kiln_strv aliases = { 0 };
