@@ -421,6 +421,51 @@ static void test_proofs(void **state)
 	assert_int_equal(kiln_snap_discard(s, &err), 0);
 }
 
+static void apply_layer_to(const char *dir, const char *layer);
+
+/* `rm -rf d && mkdir d`: the layer's d has no xattrs, so neither has d once
+ * the layer is applied over the old d (the extractor keeps the directory). */
+static void test_recreated_dir_xattrs(void **state)
+{
+	struct drv *d = need(state);
+	struct kiln_err err = { 0 };
+	char base[KILN_DIGEST_MAX];
+	make_chain("xattrdir", base);
+	struct kiln_snap *s = NULL;
+	assert_int_equal(kiln_snap_prepare(d->sn, NULL, "xattrdir", 0, &s, &err), 0);
+	const char *r = kiln_snap_rootfs(s);
+	assert_int_equal(mkdir(P(r, "d"), 0755), 0);
+	assert_int_equal(lsetxattr(P(r, "d"), "user.old", "1", 1, 0), 0);
+	assert_int_equal(lsetxattr(P(r, "d"), "user.kept", "2", 1, 0), 0);
+	char *ref = kiln_xasprintf("%s/xattrdir-ref-%d", g_tmp, (int)(d - g_drv));
+	assert_int_equal(snap_vfs_copy(r, ref, &err), 0);
+	assert_int_equal(kiln_snap_commit(s, base, &err), 0);
+	kiln_snap_release(s);
+	assert_int_equal(kiln_snap_prepare(d->sn, base, "xattrdir2", 0, &s, &err), 0);
+	r = kiln_snap_rootfs(s);
+	assert_int_equal(rmdir(P(r, "d")), 0);
+	assert_int_equal(mkdir(P(r, "d"), 0755), 0);
+	assert_int_equal(lsetxattr(P(r, "d"), "user.kept", "3", 1, 0), 0);
+	char *layer = kiln_xasprintf("%s/xattrdir.tar", g_tmp);
+	int fd = open(layer, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	struct kiln_layer_write_opts o = { .compression = KILN_COMPRESS_NONE, .source_date_epoch = -1 };
+	struct kiln_layer_info info;
+	assert_int_equal(kiln_snap_write_layer(s, &o, fd, &info, NULL, &err), 0);
+	close(fd);
+	assert_int_equal(kiln_snap_discard(s, &err), 0);
+	apply_layer_to(ref, layer);
+	char v[8];
+	assert_int_equal(lgetxattr(P(ref, "d"), "user.old", v, sizeof(v)), -1);
+	assert_int_equal(errno, ENODATA);
+	assert_int_equal(lgetxattr(P(ref, "d"), "user.kept", v, sizeof(v)), 1);
+	assert_int_equal(v[0], '3');
+	assert_int_equal(kiln_rm_rf(ref, &err), 0);
+	assert_int_equal(kiln_snap_remove(d->sn, base, &err), 0);
+	free(ref);
+	free(layer);
+}
+
 /* ------------------------------------------------------------ property */
 
 struct rng { uint64_t s; };
@@ -989,6 +1034,7 @@ int main(void)
 		PER_DRIVER(test_rewrite_at_once),
 		PER_DRIVER(test_vfs_record),
 		PER_DRIVER(test_proofs),
+		PER_DRIVER(test_recreated_dir_xattrs),
 		PER_DRIVER(test_property),
 	};
 	int rc = cmocka_run_group_tests(tests, setup, teardown);
