@@ -296,14 +296,16 @@ int snap_content_same(int dfa, const char *na, int dfb, const char *nb, bool ext
 		      bool *same, struct kiln_err *err)
 {
 	*same = false;
+	/* a file we may not read (without root) is taken as changed: taking
+	 * it is always correct, skipping it is not */
 	int fa = open_ro(dfa, na);
 	if (fa < 0)
-		return kiln_err_set(err, errno, "opening %s", na);
+		return errno == EACCES ? 0 : kiln_err_set(err, errno, "opening %s", na);
 	int fb = open_ro(dfb, nb);
 	if (fb < 0) {
 		int e = errno;
 		close(fa);
-		return kiln_err_set(err, e, "opening %s in the parent", nb);
+		return e == EACCES ? 0 : kiln_err_set(err, e, "opening %s in the parent", nb);
 	}
 	int rc = 0;
 	if (extents && extents_shared(fa, fb)) {

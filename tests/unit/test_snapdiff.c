@@ -421,6 +421,42 @@ static void test_proofs(void **state)
 	assert_int_equal(kiln_snap_discard(s, &err), 0);
 }
 
+/* Content that cannot be read (a diff without root) counts as changed, never
+ * as the same, and is no error. */
+static void test_unreadable(void **state)
+{
+	(void)state;
+	if (!g_root)
+		skip();
+	char *dir = kiln_xasprintf("%s/unreadable", g_tmp);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	put(P(dir, "a"), "same", 4, O_CREAT | O_EXCL, 0600);
+	put(P(dir, "b"), "same", 4, O_CREAT | O_EXCL, 0600);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);   /* before dropping root */
+		if (fd < 0 || setgid(65534) || setuid(65534))
+			_exit(2);
+		struct kiln_err err = { 0 };
+		bool same = true;
+		int rc = snap_content_same(fd, "a", fd, "b", false, &same, &err);
+		_exit(rc == 0 && !same ? 0 : 1);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* and with access: the same */
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct kiln_err err = { 0 };
+	bool same = false;
+	assert_int_equal(snap_content_same(fd, "a", fd, "b", false, &same, &err), 0);
+	assert_true(same);
+	close(fd);
+	free(dir);
+}
+
 static void apply_layer_to(const char *dir, const char *layer);
 
 /* `rm -rf d && mkdir d`: the layer's d has no xattrs, so neither has d once
@@ -1035,6 +1071,7 @@ int main(void)
 		PER_DRIVER(test_vfs_record),
 		PER_DRIVER(test_proofs),
 		PER_DRIVER(test_recreated_dir_xattrs),
+		cmocka_unit_test(test_unreadable),
 		PER_DRIVER(test_property),
 	};
 	int rc = cmocka_run_group_tests(tests, setup, teardown);
