@@ -20,7 +20,9 @@ void kiln_cache_key_begin(struct kiln_cache_key *k, const char *kind)
 	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL))
 		abort();
 	k->md = c;
-	kiln_cache_key_add(k, "kiln-cache-v2", kind);
+	/* v3: records made while RUN diffs could drop same-size, same-mtime
+	 * rewrites (an empty or short layer) are not reused */
+	kiln_cache_key_add(k, "kiln-cache-v3", kind);
 }
 
 void kiln_cache_key_add(struct kiln_cache_key *k, const char *name, const char *value)

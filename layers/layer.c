@@ -1028,6 +1028,40 @@ static int apply_xattrs(struct actx *c, int fd, bool is_path, struct archive_ent
 	return 0;
 }
 
+/* A directory entry applied over a directory that is already there keeps the
+ * directory; its xattrs become the entry's: the writer records every xattr a
+ * directory has (but the skipped ones), so one the entry lacks was removed
+ * (`rm -rf d && mkdir d`, setfattr -x). */
+static int drop_stale_xattrs(struct actx *c, int fd, struct archive_entry *e, const char *name)
+{
+	ssize_t n = flistxattr(fd, NULL, 0);
+	if (n <= 0)
+		return 0;
+	char *list = kiln_xmalloc((size_t)n + 1);
+	n = flistxattr(fd, list, (size_t)n);
+	int rc = 0;
+	for (ssize_t i = 0; n > 0 && i < n && !rc; i += (ssize_t)strlen(list + i) + 1) {
+		const char *xn = list + i;
+		if (!*xn || kiln_layer_xattr_skipped(xn))
+			continue;
+		bool keep = false;
+		const char *en;
+		const void *ev;
+		size_t es;
+		archive_entry_xattr_reset(e);
+		while (!keep && archive_entry_xattr_next(e, &en, &ev, &es) == ARCHIVE_OK)
+			keep = en && !strcmp(en, xn);
+		if (keep || fremovexattr(fd, xn) == 0 || errno == ENODATA || errno == ENOTSUP ||
+		    errno == EPERM)
+			continue;
+		char xd[128];
+		display_name(xn, xd, sizeof xd);
+		rc = kiln_err_set(c->err, errno, "layer entry %s: removing xattr %s", name, xd);
+	}
+	free(list);
+	return rc;
+}
+
 static mode_t entry_perm(struct actx *c, struct archive_entry *e)
 {
 	mode_t m = archive_entry_perm(e) & 07777;
@@ -1157,8 +1191,12 @@ static int write_directory(struct actx *c, int pfd, const char *base, const char
 {
 	if (clear_slot(c, pfd, base, true, name) < 0)
 		return -1;
-	if (mkdirat(pfd, base, 0700) < 0 && errno != EEXIST)
-		return kiln_err_set(c->err, errno, "layer entry %s: mkdir", name);
+	bool existed = false;
+	if (mkdirat(pfd, base, 0700) < 0) {
+		if (errno != EEXIST)
+			return kiln_err_set(c->err, errno, "layer entry %s: mkdir", name);
+		existed = true;
+	}
 	KILN_AUTOCLOSE int fd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return kiln_err_set(c->err, errno, "layer entry %s: open directory", name);
@@ -1176,6 +1214,8 @@ static int write_directory(struct actx *c, int pfd, const char *base, const char
 	bool fix_mode = !c->is_root && (perm & S_IRWXU) != S_IRWXU;
 	if (fchmod(fd, fix_mode ? perm | S_IRWXU : perm) < 0)
 		return kiln_err_set(c->err, errno, "layer entry %s: chmod", name);
+	if (existed && drop_stale_xattrs(c, fd, e, name) < 0)
+		return -1;
 	if (apply_xattrs(c, fd, false, e, name) < 0)
 		return -1;
 	struct stat st;

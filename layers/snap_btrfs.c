@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <endian.h>
 #include <sys/ioctl.h>
 #include <sys/statfs.h>
@@ -35,9 +36,15 @@ int snap_btrfs_create(const char *parent_fs, const char *dst, struct kiln_err *e
 {
 	enum btrfs_util_error e;
 	if (parent_fs) {
+		/* the diff takes a file whose inode and ctime are still the
+		 * parent's as untouched (snap_same.c): let the clock tick between
+		 * the parent's last change and the child's first */
+		struct timespec t0;
+		(void)clock_gettime(CLOCK_REALTIME_COARSE, &t0);
 		e = btrfs_util_create_snapshot(parent_fs, dst, 0, NULL, NULL);
 		if (e)
 			return bu_err(err, e, "creating btrfs snapshot", dst);
+		snap_clock_pass(&t0, false);
 	} else {
 		e = btrfs_util_create_subvolume(dst, 0, NULL, NULL);
 		if (e)

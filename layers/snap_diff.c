@@ -1,6 +1,7 @@
 /* kiln — change sets between two trees (btrfs, vfs) and the pieces the
  * overlay diff shares: metadata comparison by the canonical rules of
- * snapshot.h, sorted directory listings, whole-subtree ADDs, small sets. */
+ * snapshot.h (content: snap_same.c), sorted directory listings, whole-subtree
+ * ADDs, small sets. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -428,6 +429,7 @@ int snap_diff_all_added(const char *dir, struct kiln_changes *out, struct kiln_e
 struct dctx {
 	const struct snap_u64set *changed;
 	const struct snap_strset *dirty;
+	const struct snap_proof *proof;
 	bool prune;
 	struct kiln_changes *out;
 	struct kiln_err *err;
@@ -447,8 +449,8 @@ static int cmp_entry(struct dctx *c, int cfd, int pfd, const struct dent *ce,
 	if (fstatat(pfd, pe->name, &ps, AT_SYMLINK_NOFOLLOW))
 		return kiln_err_set(c->err, errno, "stat %s in the parent", path);
 	bool same;
-	if (snap_meta_same(cfd, ce->name, &cs, pfd, pe->name, &ps, &same, c->err))
-		return -1;
+	if (snap_entry_same(cfd, ce->name, &cs, pfd, pe->name, &ps, c->proof, &same, c->err))
+		return kiln_err_wrap(c->err, "%s", path);
 	if (!same)
 		kiln_changes_add(c->out, path, KILN_CHANGE_MODIFY);
 	if (!S_ISDIR(cs.st_mode))
@@ -507,12 +509,13 @@ static int cmp_dir(struct dctx *c, int cfd, int pfd, const char *rel)
 }
 
 int snap_diff_trees(const char *child, const char *parent, const struct snap_u64set *changed,
-		    const struct snap_strset *dirty, struct kiln_changes *out,
-		    struct kiln_err *err)
+		    const struct snap_strset *dirty, const struct snap_proof *proof,
+		    struct kiln_changes *out, struct kiln_err *err)
 {
 	struct dctx c = {
 		.changed = changed,
 		.dirty = dirty,
+		.proof = proof,
 		.prune = changed && dirty,
 		.out = out,
 		.err = err,

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "common/util.h"
@@ -68,6 +69,10 @@ int snap_btrfs_changes(const char *child, struct snap_u64set *changed,
  * copy_file_range, else read/write), symlinks, devices, fifos, sockets, hard
  * links, owners, modes, mtimes (ns), xattrs. */
 int snap_vfs_copy(const char *src, const char *dst, struct kiln_err *err);
+/* The same, and (ctimes not NULL) the ctime of every regular file's copy
+ * right after the copy, saved at ctimes for the diff (snap_same.c). */
+int snap_vfs_snapshot(const char *src, const char *dst, const char *ctimes,
+		      struct kiln_err *err);
 
 /* ---- snap_overlay.c ---- */
 bool snap_overlay_probe(struct kiln_snapshotter *sn);
@@ -103,19 +108,51 @@ void snap_strset_add(struct snap_strset *s, const char *str);
 bool snap_strset_has(const struct snap_strset *s, const char *str);
 void snap_strset_free(struct snap_strset *s);
 
+/* ---- snap_same.c: is a file's content unchanged? ---- */
+/* What may prove a regular file with equal metadata unchanged without
+ * reading it (see snap_same.c); all false/NULL: read and compare. */
+struct snap_ctimes;
+struct snap_proof {
+	bool inode_ctime;                 /* btrfs: same inode number and ctime as the parent's */
+	const struct snap_ctimes *ctimes; /* vfs: ctimes recorded right after the copy */
+	bool extents;                     /* one filesystem: identical extents (FIEMAP) */
+};
+/* Metadata (snap_meta_same) and, for regular files, content equality. */
+int snap_entry_same(int dfa, const char *na, const struct stat *sa, int dfb, const char *nb,
+		    const struct stat *sb, const struct snap_proof *proof, bool *same,
+		    struct kiln_err *err);
+/* Content equality of two regular files of equal size. */
+int snap_content_same(int dfa, const char *na, int dfb, const char *nb, bool extents,
+		      bool *same, struct kiln_err *err);
+/* Wait (a few ms at most, normally) until the coarse clock is past t (whole_seconds:
+ * past t's second), so that a later change gets a ctime other than t. */
+void snap_clock_pass(const struct timespec *t, bool whole_seconds);
+/* Recorded ctimes: dev is the copy's st_dev. */
+struct snap_ctimes *snap_ctimes_new(dev_t dev);
+void snap_ctimes_add(struct snap_ctimes *c, const struct stat *copy, const struct stat *orig);
+/* Write the record to path (a new file), then snap_clock_pass its latest ctime. */
+int snap_ctimes_save(struct snap_ctimes *c, const char *path, struct kiln_err *err);
+/* NULL on failure (errno ENOENT: no record). */
+struct snap_ctimes *snap_ctimes_load(const char *path, struct kiln_err *err);
+/* copy is the recorded copy of orig's inode and its ctime has not moved. */
+bool snap_ctimes_untouched(const struct snap_ctimes *c, const struct stat *copy,
+			   const struct stat *orig);
+void snap_ctimes_free(struct snap_ctimes *c);
+
 /* Compare the trees child and parent (directory paths).  prune: btrfs sets
  * (changed inodes, dirty paths) allow skipping entries with the same inode
  * number in both trees that are neither changed nor dirty; NULL compares
- * everything. */
+ * everything.  proof (may be NULL) spares reading files (snap_same.c). */
 int snap_diff_trees(const char *child, const char *parent, const struct snap_u64set *changed,
-		    const struct snap_strset *dirty, struct kiln_changes *out,
-		    struct kiln_err *err);
+		    const struct snap_strset *dirty, const struct snap_proof *proof,
+		    struct kiln_changes *out, struct kiln_err *err);
 /* Every path under dir as ADD. */
 int snap_diff_all_added(const char *dir, struct kiln_changes *out, struct kiln_err *err);
 
 /* Shared by the overlay diff. */
 struct snap_diff_ctx;
-/* Metadata equality by the canonical rules (trusted.overlay.* ignored). */
+/* Metadata equality by the canonical rules (trusted.overlay.* ignored); not
+ * content: see snap_entry_same. */
 int snap_meta_same(int dfa, const char *na, const struct stat *sa,
 		   int dfb, const char *nb, const struct stat *sb, bool *same,
 		   struct kiln_err *err);

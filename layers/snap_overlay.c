@@ -484,8 +484,12 @@ static int ovl_dir(struct octx *c, int ufd, int pfd, const char *rel, bool opaqu
 		} else if (!in_parent) {
 			rc = snap_add_subtree(ufd, name, path, true, c->out, c->err);
 		} else {
+			/* a regular file here was copied up (opened for writing):
+			 * equal metadata proves nothing, compare the content */
 			bool same;
-			rc = snap_meta_same(ufd, name, &us, pfd, name, &ps, &same, c->err);
+			rc = snap_entry_same(ufd, name, &us, pfd, name, &ps, NULL, &same, c->err);
+			if (rc)
+				kiln_err_wrap(c->err, "%s", path);
 			if (!rc && !same)
 				kiln_changes_add(c->out, path, KILN_CHANGE_MODIFY);
 			if (!rc && !same && S_ISREG(us.st_mode) && S_ISREG(ps.st_mode) &&
@@ -554,10 +558,13 @@ static int find_aliases(int dirfd, const char *rel, const struct snap_u64set *in
  * the new one.  Make the tree what a plain filesystem would hold: each other
  * name that still refers to the lower inode becomes a hard link to the
  * copied-up file, and a MODIFY.
- * Known limit: with index=off overlay keeps no origin for such copy-ups, so a
+ * Known limits: with index=off overlay keeps no origin for such copy-ups, so a
  * file that was deleted and written anew under one name of a hard-linked
  * lower file (`rm a; echo new > a`, while b stays) looks the same and b is
- * re-linked too, where btrfs/vfs keep b's old content. */
+ * re-linked too, where btrfs/vfs keep b's old content.  A copy-up that
+ * changes nothing (opened for writing, chmod to the same mode) is no change,
+ * so the layer keeps a and b one file while this snapshot has two files with
+ * the same content. */
 static int relink_aliases(struct kiln_snap *snap, struct octx *c, int pfd)
 {
 	struct kiln_strv aliases = { 0 };

@@ -1,7 +1,9 @@
 /* kiln — vfs snapshot driver: a full copy of a tree that keeps everything a
  * layer can describe (types, owners, modes, mtimes in ns, xattrs, devices,
  * hard links).  File data is reflinked (FICLONE) when the filesystem can,
- * else copied in the kernel (copy_file_range), else read/written. */
+ * else copied in the kernel (copy_file_range), else read/written.  A
+ * snapshot also records each copied file's ctime, which lets the diff tell
+ * untouched files from rewritten ones without reading them (snap_same.c). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,8 +32,22 @@ struct copy_ctx {
 	struct link_ent *links;
 	size_t nlinks, caplinks;
 	bool no_clone, no_cfr;
+	struct snap_ctimes *ctimes;     /* NULL: not recorded */
 	struct kiln_err *err;
 };
+
+/* The copy's ctime as it is now (after its last metadata change). */
+static int record_ctime(struct copy_ctx *c, int ddir, const char *name, const struct stat *orig,
+			const char *rel)
+{
+	if (!c->ctimes || !S_ISREG(orig->st_mode))
+		return 0;
+	struct stat st;
+	if (fstatat(ddir, name, &st, AT_SYMLINK_NOFOLLOW))
+		return kiln_err_set(c->err, errno, "stat copy of %s", rel);
+	snap_ctimes_add(c->ctimes, &st, orig);
+	return 0;
+}
 
 static size_t link_slot(const struct copy_ctx *c, dev_t dev, ino_t ino)
 {
@@ -177,7 +193,7 @@ static int copy_entry(struct copy_ctx *c, int sdir, int ddir, const char *name, 
 		if (first) {
 			if (linkat(c->dst_root, first, ddir, name, 0))
 				return kiln_err_set(c->err, errno, "linking %s to %s", rel, first);
-			return 0;
+			return record_ctime(c, ddir, name, &st, rel);   /* the link moved it */
 		}
 		remember_link(c, &st, rel);
 	}
@@ -238,7 +254,9 @@ static int copy_entry(struct copy_ctx *c, int sdir, int ddir, const char *name, 
 		return kiln_err_set(c->err, 0, "%s: unknown file type 0%o", rel,
 				    (unsigned)(st.st_mode & S_IFMT));
 	}
-	return copy_meta(sdir, ddir, name, &st, rel, c->err);
+	if (copy_meta(sdir, ddir, name, &st, rel, c->err))
+		return -1;
+	return record_ctime(c, ddir, name, &st, rel);
 }
 
 static int copy_dir(struct copy_ctx *c, int sdir, int ddir, const char *rel)
@@ -257,6 +275,12 @@ static int copy_dir(struct copy_ctx *c, int sdir, int ddir, const char *rel)
 }
 
 int snap_vfs_copy(const char *src, const char *dst, struct kiln_err *err)
+{
+	return snap_vfs_snapshot(src, dst, NULL, err);
+}
+
+int snap_vfs_snapshot(const char *src, const char *dst, const char *ctimes,
+		      struct kiln_err *err)
 {
 	struct stat st;
 	int sfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -279,6 +303,9 @@ int snap_vfs_copy(const char *src, const char *dst, struct kiln_err *err)
 		return kiln_err_set(err, e, "opening %s", dst);
 	}
 	struct copy_ctx c = { .dst_root = dfd, .err = err };
+	struct stat dst_st;
+	if (ctimes && fstat(dfd, &dst_st) == 0)
+		c.ctimes = snap_ctimes_new(dst_st.st_dev);
 	int rc = copy_dir(&c, sfd, dfd, "");
 	if (!rc) {
 		/* the root's own metadata, after its entries */
@@ -288,6 +315,9 @@ int snap_vfs_copy(const char *src, const char *dst, struct kiln_err *err)
 		if (!rc && futimens(dfd, ts))
 			rc = kiln_err_set(err, errno, "setting times of %s", dst);
 	}
+	if (!rc && c.ctimes)
+		rc = snap_ctimes_save(c.ctimes, ctimes, err);
+	snap_ctimes_free(c.ctimes);
 	for (size_t i = 0; i < c.caplinks; i++)
 		free(c.links[i].rel);
 	free(c.links);

@@ -459,8 +459,12 @@ static int prepare(struct kiln_snapshotter *sn, const char *parent, const char *
 			rc = snap_btrfs_create(pfs, s->fs, err);
 			break;
 		case SNAP_VFS:
-			if (pfs)
-				rc = snap_vfs_copy(pfs, s->fs, err);
+			if (pfs) {
+				/* the files' ctimes after the copy, for the diff */
+				char *ct = internal ? NULL : kiln_xasprintf("%s/ctimes", s->dir);
+				rc = snap_vfs_snapshot(pfs, s->fs, ct, err);
+				free(ct);
+			}
 			else if (mkdir(s->fs, 0755) || chmod(s->fs, 0755))
 				rc = kiln_err_set(err, errno, "creating %s", s->fs);
 			break;
@@ -657,15 +661,29 @@ int kiln_snap_diff(struct kiln_snap *snap, struct kiln_changes *out, struct kiln
 		struct snap_strset dirty = { 0 };
 		struct kiln_err e2;
 		bool prune = snap_btrfs_changes(snap->fs, &changed, &dirty, &e2) == 0;
+		struct snap_proof proof = { .inode_ctime = true, .extents = true };
 		rc = snap_diff_trees(snap->fs, pfs, prune ? &changed : NULL, prune ? &dirty : NULL,
-				     out, err);
+				     &proof, out, err);
 		snap_u64set_free(&changed);
 		snap_strset_free(&dirty);
 		break;
 	}
-	case SNAP_VFS:
-		rc = snap_diff_trees(snap->fs, pfs, NULL, NULL, out, err);
+	case SNAP_VFS: {
+		/* without the record (made by an older kiln) files with equal
+		 * metadata are read and compared */
+		char *ct = kiln_xasprintf("%s/ctimes", snap->dir);
+		struct kiln_err e2;
+		struct snap_ctimes *rec = snap_ctimes_load(ct, &e2);
+		free(ct);
+		struct stat a, b;
+		struct snap_proof proof = {
+			.ctimes = rec,
+			.extents = stat(snap->fs, &a) == 0 && stat(pfs, &b) == 0 && a.st_dev == b.st_dev,
+		};
+		rc = snap_diff_trees(snap->fs, pfs, NULL, NULL, &proof, out, err);
+		snap_ctimes_free(rec);
 		break;
+	}
 	case SNAP_OVERLAY:
 		rc = snap_overlay_diff(snap, out, err);
 		break;
@@ -754,6 +772,10 @@ int kiln_snap_commit(struct kiln_snap *snap, const char *chain_id, struct kiln_e
 			rc = -1;
 			goto out;
 		}
+	} else {
+		char *ct = kiln_xasprintf("%s/ctimes", rel);   /* only the diff needs it */
+		(void)unlinkat(sn->dirfd, ct, 0);
+		free(ct);
 	}
 	if (renameat2(sn->dirfd, rel, sn->dirfd, dst, RENAME_NOREPLACE) == 0) {
 		snap->committed = true;

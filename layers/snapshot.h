@@ -34,19 +34,23 @@
  *   DELETE  when it is in the parent only (only the topmost removed path);
  *   MODIFY  when it is in both and type, permission bits, uid, gid, size
  *           (regular files), mtime (ns), symlink target, device number or
- *           xattrs (except trusted.overlay.*) differ.  A type change
- *           (file→dir, dir→file) is a MODIFY of the path; the new directory's
- *           contents are ADDs.
+ *           xattrs (except trusted.overlay.*) differ, or, all these equal, a
+ *           regular file's content differs (a rewrite that keeps size and
+ *           mtime is a change).  A type change (file→dir, dir→file) is a
+ *           MODIFY of the path; the new directory's contents are ADDs.
  * OPAQUE is never produced: a directory that was removed and created again
  * (`rm -rf d && mkdir d`) gives a MODIFY of d (when its metadata differ), a
  * DELETE for each old entry that is gone and ADD/MODIFY for the new ones.
- * The tree root itself is never listed.  Like docker, content changes that
- * keep size and mtime are not detected.
+ * The tree root itself is never listed.
  *
  * Costs and limits: a btrfs diff first syncs the filesystem (delayed inode
  * updates reach the tree only on commit), then reads only the directories
  * above changed inodes; an overlay diff reads the upper directory only; a vfs
- * diff compares whole trees.  Overlay breaks hard links on copy-up; the diff
+ * diff compares whole trees.  File contents are read only for files whose
+ * metadata are equal and whose content nothing else proves the same: btrfs
+ * and vfs take an untouched ctime as proof (vfs records the ctimes of its
+ * copies at prepare time, in active/<key>/ctimes), overlay reads the
+ * copied-up files that kept their metadata (see snap_same.c).  Overlay breaks hard links on copy-up; the diff
  * re-links the other names of a changed hard-linked lower file so the layer
  * matches btrfs/vfs, except when one name was deleted and written anew (see
  * snap_overlay.c).

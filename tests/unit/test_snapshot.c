@@ -534,7 +534,7 @@ static void test_scenarios(void **state)
 			/* the pruned walk must agree with a full comparison */
 			struct kiln_changes full = { 0 };
 			char *pfs = snap_committed_path(d->sn, d->c1, "fs");
-			assert_int_equal(snap_diff_trees(s->fs, pfs, NULL, NULL, &full, &err), 0);
+			assert_int_equal(snap_diff_trees(s->fs, pfs, NULL, NULL, NULL, &full, &err), 0);
 			free(pfs);
 			char *fs = changes_str(&full);
 			if (strcmp(fs, got))
