@@ -2153,15 +2153,17 @@ static int export_tar(struct builder *b, struct kiln_image *img, const char *des
 		return -1;
 	struct kiln_changes ch = {0};
 	list_tree(rootfd, "", &ch);
-	int out = !strcmp(dest, "-") ? dup(1) : open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (out < 0) {
+	struct kiln_outfile out;   /* "-", a device or fifo in place, a file atomically */
+	if (kiln_outfile_open(&out, dest, 0644, err) < 0) {
 		kiln_changes_free(&ch);
-		return kiln_err_set(err, errno, "opening %s", dest);
+		return -1;
 	}
 	struct kiln_layer_write_opts lo = {.compression = KILN_COMPRESS_NONE, .source_date_epoch = b->sde};
 	struct kiln_layer_info info;
-	int r = kiln_layer_write(rootfd, &ch, &lo, out, &info, err);
-	close(out);
+	int r = kiln_layer_write(rootfd, &ch, &lo, out.fd, &info, err);
+	if (r == 0)
+		r = kiln_outfile_commit(&out, err);
+	kiln_outfile_abort(&out);
 	kiln_changes_free(&ch);
 	return r < 0 ? kiln_err_wrap(err, "exporting to %s", dest) : 0;
 }
@@ -2398,7 +2400,7 @@ int kiln_build(const struct kiln_build_opts *o, char id_out[KILN_DIGEST_MAX], st
 					  o->outputs.v[i]);
 	}
 	if (rc == 0 && o->iidfile)
-		rc = kiln_write_file_atomic(AT_FDCWD, o->iidfile, id, strlen(id), 0644, err);
+		rc = kiln_outfile_write(o->iidfile, id, strlen(id), 0644, err);
 	if (rc == 0 && id_out)
 		snprintf(id_out, KILN_DIGEST_MAX, "%s", id);
 	if (rc < 0 && g_interrupted && err->errnum != EINTR) {

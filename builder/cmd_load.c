@@ -20,6 +20,7 @@
 
 #include "builder/cli.h"
 #include "layers/image.h"
+#include "layers/layer.h"
 #include "layers/store.h"
 
 #define META_MAX (16u << 20)
@@ -92,7 +93,7 @@ static int read_member(struct archive *a, const char *name, char **out, size_t *
 static int read_archive(struct kiln_store *s, int in_fd, struct loaded *l, struct kiln_err *err)
 {
 	struct archive *a = archive_read_new();
-	archive_read_support_filter_all(a);
+	kiln_layer_read_filters(a);   /* in-process decoders only */
 	archive_read_support_format_tar(a);
 	archive_read_support_format_gnutar(a);
 	int rc = -1;

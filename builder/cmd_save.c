@@ -179,7 +179,8 @@ static int tar_header(struct archive *a, const char *name, bool dir, int64_t siz
 	int r = archive_write_header(a, e);
 	archive_entry_free(e);
 	if (r != ARCHIVE_OK)
-		return kiln_err_set(err, 0, "write tar header %s: %s", name, archive_error_string(a));
+		return kiln_err_set(err, archive_errno(a) > 0 ? archive_errno(a) : 0, "write tar header %s: %s", name,
+				    archive_error_string(a));
 	return 0;
 }
 
@@ -189,7 +190,8 @@ static int tar_mem(struct archive *a, const char *name, const char *data, struct
 	if (tar_header(a, name, false, (int64_t)len, err) < 0)
 		return -1;
 	if (archive_write_data(a, data, len) != (la_ssize_t)len)
-		return kiln_err_set(err, 0, "write %s: %s", name, archive_error_string(a));
+		return kiln_err_set(err, archive_errno(a) > 0 ? archive_errno(a) : 0, "write %s: %s", name,
+				    archive_error_string(a));
 	return 0;
 }
 
@@ -231,7 +233,7 @@ static int copy_blob(struct kiln_store *s, const char *digest, struct archive *a
 		}
 		EVP_DigestUpdate(ctx, buf, (size_t)r);
 		if (a ? archive_write_data(a, buf, (size_t)r) != r : kiln_write_all(out_fd, buf, (size_t)r) < 0) {
-			kiln_err_set(err, a ? 0 : errno, "write %s%s%s", rel, a ? ": " : "",
+			kiln_err_set(err, a ? (archive_errno(a) > 0 ? archive_errno(a) : 0) : errno, "write %s%s%s", rel, a ? ": " : "",
 				     a ? archive_error_string(a) : "");
 			EVP_MD_CTX_free(ctx);
 			goto out;
@@ -280,7 +282,8 @@ static int write_archive(struct kiln_store *s, struct saved *sv, int out_fd, str
 		if (copy_blob(s, sv->blobs.v[i], a, -1, err) < 0)
 			goto out;
 	if (archive_write_close(a) != ARCHIVE_OK) {
-		kiln_err_set(err, 0, "finish the archive: %s", archive_error_string(a));
+		kiln_err_set(err, archive_errno(a) > 0 ? archive_errno(a) : 0, "finish the archive: %s",
+			     archive_error_string(a));
 		goto out;
 	}
 	rc = 0;
@@ -412,7 +415,7 @@ int kiln_cmd_save(int argc, char **argv)
 		kiln_strv_free(&names);
 		return KILN_EXIT_USAGE;
 	}
-	if (!dir && !output && isatty(1)) {
+	if (!dir && (!output || !strcmp(output, "-")) && isatty(1)) {
 		fprintf(stderr, "kiln: cowardly refusing to save to a terminal. Use the -o flag or redirect\n");
 		kiln_strv_free(&names);
 		return KILN_EXIT_FAIL;
@@ -421,8 +424,7 @@ int kiln_cmd_save(int argc, char **argv)
 	struct kiln_store *s = NULL;
 	struct saved sv = {0};
 	int rc = KILN_EXIT_FAIL;
-	char *tmp = NULL;
-	int fd = -1;
+	struct kiln_outfile of = {.fd = -1};
 	sv.index = json_pack("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType", KILN_MT_OCI_INDEX, "manifests");
 	sv.docker = json_array();
 	if (kiln_store_open(kiln_global.root, KILN_STORE_RDWR, &s, &err) < 0)
@@ -434,27 +436,17 @@ int kiln_cmd_save(int argc, char **argv)
 		if (write_dir(s, &sv, output, &err) < 0)
 			goto fail;
 	} else if (output) {
-		/* write next to the target, rename when complete: no half archive under the name */
-		tmp = kiln_xasprintf("%s.kiln-tmp-%d", output, (int)getpid());
-		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0) {
-			kiln_err_set(&err, errno, "create %s", tmp);
+		/* "-" is stdout; a device or fifo is written in place; a regular file
+		 * is written next to the target and renamed when complete (no half
+		 * archive under the name) */
+		if (kiln_outfile_open(&of, output, 0644, &err) < 0)
+			goto fail;
+		if (write_archive(s, &sv, of.fd, &err) < 0) {
+			kiln_err_wrap(&err, "writing %s", output);
 			goto fail;
 		}
-		if (write_archive(s, &sv, fd, &err) < 0)
+		if (kiln_outfile_commit(&of, &err) < 0)
 			goto fail;
-		if (fsync(fd) < 0 || close(fd) < 0) {
-			fd = -1;
-			kiln_err_set(&err, errno, "write %s", output);
-			goto fail;
-		}
-		fd = -1;
-		if (rename(tmp, output) < 0) {
-			kiln_err_set(&err, errno, "rename to %s", output);
-			goto fail;
-		}
-		free(tmp);
-		tmp = NULL;
 	} else {
 		if (write_archive(s, &sv, 1, &err) < 0)
 			goto fail;
@@ -464,12 +456,7 @@ int kiln_cmd_save(int argc, char **argv)
 fail:
 	kiln_err_print(&err);
 out:
-	if (fd >= 0)
-		close(fd);
-	if (tmp) {
-		unlink(tmp);
-		free(tmp);
-	}
+	kiln_outfile_abort(&of);
 	json_decref(sv.index);
 	json_decref(sv.docker);
 	kiln_strv_free(&sv.blobs);

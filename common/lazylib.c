@@ -122,7 +122,6 @@ STUB(A, int, archive_read_open2,
       archive_close_callback *c),
      (a, d, o, r, s, c))
 STUB(A, int, archive_read_open_fd, (AR, int fd, size_t bs), (a, fd, bs))
-STUB(A, int, archive_read_support_filter_all, (AR), (a))
 STUB(A, int, archive_read_support_filter_bzip2, (AR), (a))
 STUB(A, int, archive_read_support_filter_gzip, (AR), (a))
 STUB(A, int, archive_read_support_filter_lzma, (AR), (a))

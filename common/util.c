@@ -295,6 +295,108 @@ int kiln_write_file_atomic(int dirfd, const char *name, const void *data, size_t
 	return 0;
 }
 
+int kiln_outfile_open(struct kiln_outfile *o, const char *path, mode_t mode, struct kiln_err *err)
+{
+	memset(o, 0, sizeof(*o));
+	o->fd = -1;
+	if (!path || !path[0])
+		return kiln_err_set(err, EINVAL, "an output file needs a name");
+	o->path = kiln_xstrdup(path);
+	if (!strcmp(path, "-")) {
+		fflush(stdout);
+		o->fd = fcntl(1, F_DUPFD_CLOEXEC, 0);
+		if (o->fd < 0) {
+			kiln_err_set(err, errno, "standard output");
+			kiln_outfile_abort(o);
+			return -1;
+		}
+		return 0;
+	}
+	struct stat st;
+	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* a device, a fifo, a symlink (/dev/stdout -> /proc/self/fd/1): written
+		 * through, in place, as a shell redirection does; a directory fails
+		 * here with EISDIR */
+		o->fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+		if (o->fd < 0) {
+			kiln_err_set(err, errno, "open %s", path);
+			kiln_outfile_abort(o);
+			return -1;
+		}
+		if (fstat(o->fd, &st) == 0 && S_ISREG(st.st_mode) && ftruncate(o->fd, 0) < 0) {
+			kiln_err_set(err, errno, "truncate %s", path);
+			kiln_outfile_abort(o);
+			return -1;
+		}
+		return 0;
+	}
+	const char *slash = strrchr(path, '/');
+	static unsigned counter;
+	o->tmp = slash ? kiln_xasprintf("%.*s/.%s.kiln-tmp-%d-%u", (int)(slash - path), path, slash + 1,
+					(int)getpid(), __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED))
+		       : kiln_xasprintf(".%s.kiln-tmp-%d-%u", path, (int)getpid(),
+					__atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+	o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (o->fd < 0) {
+		kiln_err_set(err, errno, "create %s", path);
+		free(o->tmp);
+		o->tmp = NULL;
+		kiln_outfile_abort(o);
+		return -1;
+	}
+	return 0;
+}
+
+int kiln_outfile_commit(struct kiln_outfile *o, struct kiln_err *err)
+{
+	int rc = 0;
+	if (o->tmp) {
+		if (fsync(o->fd) < 0)
+			rc = kiln_err_set(err, errno, "write %s", o->path);
+		if (close(o->fd) < 0 && rc == 0)
+			rc = kiln_err_set(err, errno, "write %s", o->path);
+		o->fd = -1;
+		if (rc == 0 && rename(o->tmp, o->path) < 0)
+			rc = kiln_err_set(err, errno, "rename to %s", o->path);
+		if (rc == 0) {
+			free(o->tmp);
+			o->tmp = NULL;
+		}
+	} else if (o->fd >= 0) {
+		if (close(o->fd) < 0)
+			rc = kiln_err_set(err, errno, "write %s", o->path);
+		o->fd = -1;
+	}
+	kiln_outfile_abort(o);
+	return rc;
+}
+
+void kiln_outfile_abort(struct kiln_outfile *o)
+{
+	if (o->fd >= 0)
+		close(o->fd);
+	o->fd = -1;
+	if (o->tmp)
+		unlink(o->tmp);
+	free(o->tmp);
+	o->tmp = NULL;
+	free(o->path);
+	o->path = NULL;
+}
+
+int kiln_outfile_write(const char *path, const void *data, size_t len, mode_t mode, struct kiln_err *err)
+{
+	struct kiln_outfile o;
+	if (kiln_outfile_open(&o, path, mode, err) < 0)
+		return -1;
+	if (kiln_write_all(o.fd, data, len) < 0) {
+		kiln_err_set(err, errno, "write %s", path);
+		kiln_outfile_abort(&o);
+		return -1;
+	}
+	return kiln_outfile_commit(&o, err);
+}
+
 int kiln_mkdir_p(const char *path, mode_t mode, struct kiln_err *err)
 {
 	char buf[PATH_MAX];

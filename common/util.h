@@ -62,6 +62,27 @@ int kiln_read_fd(int fd, size_t max, char **out, size_t *len, struct kiln_err *e
 int kiln_write_file_atomic(int dirfd, const char *name, const void *data, size_t len,
 			   mode_t mode, struct kiln_err *err);
 
+/* A file named on the command line for output (save -o, build --iidfile,
+ * build -o type=tar,dest=).  "-" is stdout.  An existing name that is not a
+ * regular file (a device such as /dev/null or /dev/full, a fifo, a terminal,
+ * a symlink such as /dev/stdout) is opened and written in place, through the
+ * link, never replaced (a regular file reached through a link is truncated
+ * first).  A regular file or a new path is written to a temporary sibling and
+ * renamed over the name when complete (no half-written file under the name). */
+struct kiln_outfile {
+	int fd;
+	char *path;
+	char *tmp;     /* the temporary sibling, or NULL when written in place */
+};
+int kiln_outfile_open(struct kiln_outfile *o, const char *path, mode_t mode, struct kiln_err *err);
+/* Finish: fsync+rename (temporary) or close (in place); on failure the name
+ * is left as it was (the temporary file removed). */
+int kiln_outfile_commit(struct kiln_outfile *o, struct kiln_err *err);
+/* Drop an unfinished output (the temporary file is removed). Idempotent. */
+void kiln_outfile_abort(struct kiln_outfile *o);
+/* kiln_outfile_open + one write + commit. */
+int kiln_outfile_write(const char *path, const void *data, size_t len, mode_t mode, struct kiln_err *err);
+
 /* mkdir -p with the given mode for created directories. */
 int kiln_mkdir_p(const char *path, mode_t mode, struct kiln_err *err);
 

@@ -810,6 +810,7 @@ struct actx {
 	size_t ndirs, capdirs;
 	struct strmap diridx;      /* path → index in dirs */
 	bool is_root;
+	size_t entries;            /* tar entries seen */
 };
 
 static la_ssize_t in_read_cb(struct archive *a, void *ud, const void **out)
@@ -1466,13 +1467,14 @@ static void apply_dir_times(struct actx *c)
 	}
 }
 
-/* The decompressors a layer may use: gzip, zstd, xz/lzma, bzip2 — each only
- * when libarchive has it built in.  Never archive_read_support_filter_all():
- * it registers lrzip, lzop, grzip... that libarchive runs as external
- * programs (a crafted layer must not make kiln exec anything). */
+/* The decompressors kiln reads: gzip, zstd, xz/lzma, bzip2 — each only when
+ * libarchive has it built in.  Never archive_read_support_filter_all(): it
+ * registers lrzip, lzop, grzip... that libarchive runs as external programs
+ * found on $PATH (a crafted archive must not make kiln exec anything).  Every
+ * libarchive reader in kiln (layers, ADD, import, load) is set up here. */
 typedef int (*filter_fn)(struct archive *);
 
-static void add_native_filters(struct archive *a)
+void kiln_layer_read_filters(struct archive *a)
 {
 	static const filter_fn fns[] = {
 		archive_read_support_filter_gzip,
@@ -1493,11 +1495,14 @@ static void add_native_filters(struct archive *a)
 	}
 }
 
+static int apply_stream(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
+			struct kiln_layer_info *info, bool whole, struct kiln_err *err);
+
 int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
 		     char diff_id[KILN_DIGEST_MAX], struct kiln_err *err)
 {
 	struct kiln_layer_info info;
-	if (kiln_layer_apply_ex(rootfd, in_fd, opts, &info, err) < 0)
+	if (apply_stream(rootfd, in_fd, opts, &info, diff_id != NULL, err) < 0)
 		return -1;
 	if (diff_id)
 		snprintf(diff_id, KILN_DIGEST_MAX, "%s", info.diff_id);
@@ -1506,6 +1511,17 @@ int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *
 
 int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
 			struct kiln_layer_info *info, struct kiln_err *err)
+{
+	return apply_stream(rootfd, in_fd, opts, info, true, err);
+}
+
+/* whole: the caller wants digests of everything in in_fd; a regular file is
+ * then read to its end.  Otherwise (and always for pipes and devices, which
+ * may never end: /dev/zero is an empty tar followed by endless zeros) at most
+ * KILN_LAYER_TRAIL_MAX bytes after the tar's end-of-archive marker are read,
+ * as Docker's tar reader stops at the marker. */
+static int apply_stream(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
+			struct kiln_layer_info *info, bool whole, struct kiln_err *err)
 {
 	struct kiln_layer_apply_opts defopts = { .whiteouts = true };
 	struct actx c = { .rootfd = rootfd, .in_fd = in_fd, .o = opts ? opts : &defopts, .err = err };
@@ -1528,7 +1544,7 @@ int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opt
 	c.inbuf = kiln_xmalloc(IO_CHUNK);
 
 	c.raw = archive_read_new();
-	add_native_filters(c.raw);
+	kiln_layer_read_filters(c.raw);
 	archive_read_support_format_raw(c.raw);
 	if (archive_read_open2(c.raw, &c, NULL, in_read_cb, NULL, NULL) != ARCHIVE_OK ||
 	    archive_read_next_header(c.raw, &re) != ARCHIVE_OK) {
@@ -1555,10 +1571,18 @@ int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opt
 				     archive_error_string(c.tar) ? archive_error_string(c.tar) : "bad tar header");
 			goto out;
 		}
+		c.entries++;
 		if (apply_entry(&c, e) < 0)
 			goto out;
 	}
-	/* Hash what follows the tar's end marker too: diff_id covers the stream. */
+	/* Hash what follows the tar's end marker too: diff_id covers the stream.
+	 * Only a regular file is read to its end, and only when its digests are
+	 * wanted; any other input stops after KILN_LAYER_TRAIL_MAX bytes. */
+	struct stat ist;
+	if (whole)
+		whole = fstat(in_fd, &ist) == 0 && S_ISREG(ist.st_mode);
+	int64_t trail = 0;
+	bool cut = false;
 	for (;;) {
 		la_ssize_t n = archive_read_data(c.raw, c.buf, IO_CHUNK);
 		if (n < 0) {
@@ -1569,9 +1593,19 @@ int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opt
 		if (n == 0)
 			break;
 		hasher_update(&c.diff, c.buf, (size_t)n);
+		trail += n;
+		if (!whole && trail > KILN_LAYER_TRAIL_MAX) {
+			cut = true;
+			break;
+		}
+	}
+	if (cut && c.entries == 0) {
+		kiln_err_set(err, 0, "reading layer: not a tar archive (no entry, and more than %d KiB after "
+			     "the end-of-archive marker)", KILN_LAYER_TRAIL_MAX / 1024);
+		goto out;
 	}
 	/* and the rest of the input (a blob's digest covers all of it) */
-	for (;;) {
+	while (whole) {
 		const void *dummy;
 		la_ssize_t n = in_read_cb(c.raw, &c, &dummy);
 		if (n < 0) {

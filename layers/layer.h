@@ -111,17 +111,32 @@ struct kiln_layer_apply_opts {
  * entries with "..", absolute paths, or paths through symlinks that leave the
  * root are resolved inside it or rejected; hard links must point inside the
  * root.  On success *diff_id (if not NULL) holds the sha256 of the
- * uncompressed stream. */
+ * uncompressed stream (a regular file is then read to its end); with diff_id
+ * NULL, or when in_fd is a pipe or a device, at most KILN_LAYER_TRAIL_MAX
+ * bytes after the end-of-archive marker are read. */
 int kiln_layer_apply(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
 		     char diff_id[KILN_DIGEST_MAX], struct kiln_err *err);
 
+/* What the extractor reads after the tar's end-of-archive marker when it does
+ * not need the whole stream's digests (see kiln_layer_apply_ex): tar writers
+ * pad to a record of 10 KiB (GNU tar, Go) up to a few hundred KiB; an input
+ * with no entry and more than this after the marker (/dev/zero) is not a tar. */
+#define KILN_LAYER_TRAIL_MAX (1 << 20)
+
 /* Like kiln_layer_apply, and also describes the bytes read: info->digest and
- * info->size cover everything read from in_fd (read to its end, so a blob can
- * be verified while it is applied), info->diff_id the uncompressed stream,
+ * info->size cover everything read from in_fd (a regular file is read to its
+ * end, so a blob can be verified while it is applied; a pipe or device only
+ * KILN_LAYER_TRAIL_MAX bytes past the end-of-archive marker), info->diff_id the uncompressed stream,
  * info->media_type the detected compression (KILN_MT_LAYER_*; NULL for xz or
  * bzip2, which have no OCI media type). */
 int kiln_layer_apply_ex(int rootfd, int in_fd, const struct kiln_layer_apply_opts *opts,
 			struct kiln_layer_info *info, struct kiln_err *err);
+
+/* Set up a libarchive reader's decompressors: gzip, zstd, xz, lzma, bzip2,
+ * in-process only (never a filter that runs an external program such as
+ * lrzip, lzop or grzip).  Every archive kiln reads goes through this. */
+struct archive;
+void kiln_layer_read_filters(struct archive *a);
 
 /* Path semantics of kiln_layer_apply (the extractor):
  *  - names are cleaned: a leading "/" and "." components are dropped; a name

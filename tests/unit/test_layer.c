@@ -333,7 +333,7 @@ static size_t read_layer(int fd, struct rentry **out)
 {
 	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
 	struct archive *a = archive_read_new();
-	archive_read_support_filter_all(a);
+	kiln_layer_read_filters(a);
 	archive_read_support_format_tar(a);
 	assert_int_equal(archive_read_open_fd(a, fd, 65536), ARCHIVE_OK);
 	struct rentry *v = NULL;
