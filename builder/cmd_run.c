@@ -840,7 +840,8 @@ int kiln_cmd_run(int argc, char **argv)
 			pid_t p2 = fork();
 			if (p2 != 0)
 				_exit(p2 < 0 ? 1 : 0);
-			/* the supervisor */
+			/* the supervisor: its lock tells others it is alive */
+			kiln_container_hold(kiln_global.root, id, NULL);
 			int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
 			dup2(nul, 0);
 			dup2(nul, 1);
@@ -957,6 +958,7 @@ int kiln_cmd_run(int argc, char **argv)
 		/* without a tty, output goes through pipes into the log as well
 		 * (`kiln logs` works for attached containers, like docker's) */
 		int op[2] = {-1, -1}, ep[2] = {-1, -1};
+		kiln_container_hold(kiln_global.root, id, NULL);
 		if (!o.tty && kiln_logwriter_open(&fg.lg.w, cdir, &logopts, NULL) == 0) {
 			fg.lg.have_w = true;
 			if (pipe2(op, O_CLOEXEC) == 0 && pipe2(ep, O_CLOEXEC) == 0) {
