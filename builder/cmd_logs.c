@@ -10,24 +10,26 @@
 #include "builder/cli.h"
 #include "common/util.h"
 #include "runtime/container.h"
+#include "runtime/logrelay.h"
 
-static void emit(const char *line, size_t len, bool timestamps)
+/* Records go out as they come: the pieces of a long line are printed one
+ * after the other, with one timestamp, which joins the line back. */
+struct out {
+	bool timestamps;
+	bool mid[2];        /* stdout / stderr: inside a line split in pieces */
+};
+
+static void emit(void *arg, const struct kiln_log_rec *r)
 {
-	json_t *o = json_loadb(line, len, 0, NULL);
-	if (!o)
-		return;
-	const char *log = json_string_value(json_object_get(o, "log"));
-	const char *stream = json_string_value(json_object_get(o, "stream"));
-	const char *t = json_string_value(json_object_get(o, "time"));
-	size_t loglen = json_string_length(json_object_get(o, "log"));
-	FILE *f = stream && !strcmp(stream, "stderr") ? stderr : stdout;
-	if (log) {
-		if (timestamps && t)
-			fprintf(f, "%s ", t);
-		fwrite(log, 1, loglen, f);
+	struct out *o = arg;
+	int s = !strcmp(r->stream, "stderr");
+	FILE *f = s ? stderr : stdout;
+	if (o->timestamps && !o->mid[s] && r->time[0])
+		fprintf(f, "%s ", r->time);
+	fwrite(r->log, 1, r->len, f);
+	o->mid[s] = r->partial;
+	if (!r->partial)
 		fflush(f);
-	}
-	json_decref(o);
 }
 
 int kiln_cmd_logs(int argc, char **argv)
@@ -76,79 +78,29 @@ int kiln_cmd_logs(int argc, char **argv)
 		kiln_err_print(&err);
 		return KILN_EXIT_FAIL;
 	}
-	char *path = kiln_xasprintf("%s/containers/%s/log", kiln_global.root, st.id);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	free(path);
-	if (fd < 0) {
-		if (errno == ENOENT && !follow)
-			return 0;
-	}
-	struct kiln_buf pend = {0};
-	/* first pass: everything there is, keeping only the last `tail` lines */
-	char *text = NULL;
-	size_t len = 0;
-	if (fd >= 0 && kiln_read_fd(fd, 0, &text, &len, &err) < 0) {
+	char *dir = kiln_container_dir(kiln_global.root, st.id);
+	struct kiln_logcursor c;
+	int r = kiln_logcursor_open(&c, dir, tail, &err);
+	free(dir);
+	if (r < 0) {
 		kiln_err_print(&err);
-		close(fd);
 		return KILN_EXIT_FAIL;
 	}
-	size_t start = 0;
-	if (tail >= 0 && text) {
-		long lines = 0;
-		size_t i = len;
-		while (i > 0) {
-			if (text[i - 1] == '\n' && i != len) {
-				if (++lines == tail)
-					break;
-			}
-			i--;
-		}
-		start = tail == 0 ? len : i;
-	}
-	size_t consumed = start;
-	for (size_t i = start; text && i < len; i++)
-		if (text[i] == '\n') {
-			emit(text + consumed, i - consumed, timestamps);
-			consumed = i + 1;
-		}
-	if (text && consumed < len)
-		kiln_buf_append(&pend, text + consumed, len - consumed);
-	free(text);
+	struct out o = {.timestamps = timestamps};
+	kiln_logcursor_read(&c, emit, &o);
 	while (follow) {
 		struct kiln_container_state now;
 		bool running = kiln_container_load(kiln_global.root, st.id, &now, NULL) == 0 &&
 			       (kiln_container_running(&now) || !strcmp(now.status, "created"));
-		if (fd < 0) {
-			path = kiln_xasprintf("%s/containers/%s/log", kiln_global.root, st.id);
-			fd = open(path, O_RDONLY | O_CLOEXEC);
-			free(path);
-		}
-		bool got = false;
-		if (fd >= 0) {
-			char buf[8192];
-			ssize_t r;
-			while ((r = read(fd, buf, sizeof(buf))) > 0) {
-				got = true;
-				kiln_buf_append(&pend, buf, (size_t)r);
-			}
-			char *s = pend.data, *nl;
-			while (s && (nl = memchr(s, '\n', pend.len - (size_t)(s - pend.data)))) {
-				emit(s, (size_t)(nl - s), timestamps);
-				s = nl + 1;
-			}
-			if (s) {
-				size_t rest = pend.len - (size_t)(s - pend.data);
-				memmove(pend.data, s, rest);
-				pend.len = rest;
-			}
-		}
+		/* read once more after the container ended: its last lines */
+		bool got = kiln_logcursor_read(&c, emit, &o) > 0;
 		if (!running && !got)
 			break;
 		if (!got)
 			usleep(100000);
 	}
-	kiln_buf_free(&pend);
-	if (fd >= 0)
-		close(fd);
+	fflush(stdout);
+	fflush(stderr);
+	kiln_logcursor_close(&c);
 	return 0;
 }

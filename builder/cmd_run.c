@@ -21,6 +21,7 @@
 #include "layers/snapshot.h"
 #include "layers/store.h"
 #include "runtime/container.h"
+#include "runtime/logrelay.h"
 #include "runtime/sandbox.h"
 
 /* Parsed `kiln run` options (also used by the unit tests). */
@@ -38,6 +39,7 @@ struct kiln_run_opts {
 	const char *image;
 	char **cmd;          /* points into argv */
 	int n_cmd;
+	struct kiln_strv log_opts;   /* --log-opt, checked when the container is created */
 };
 
 int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err);
@@ -60,6 +62,7 @@ void kiln_run_opts_free(struct kiln_run_opts *o)
 	kiln_strv_free(&o->tmpfs);
 	kiln_strv_free(&o->cap_add);
 	kiln_strv_free(&o->cap_drop);
+	kiln_strv_free(&o->log_opts);
 }
 
 static int parse_cpus(const char *s, int64_t *out, struct kiln_err *err)
@@ -132,7 +135,7 @@ int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err
 static const char *const value_flags[] = {"--name", "-e", "--env", "--env-file", "-p", "--publish", "-v",
 	"--volume", "--tmpfs", "-w", "--workdir", "-u", "--user", "--entrypoint", "-m", "--memory",
 	"--memory-swap", "--cpus", "--cpu-shares", "-c", "--pids-limit", "--network", "--net", "-h",
-	"--hostname", "--cap-add", "--cap-drop", "--security-opt", "--rootfs", "--uidmap", NULL};
+	"--hostname", "--cap-add", "--cap-drop", "--security-opt", "--rootfs", "--uidmap", "--log-opt", NULL};
 
 static bool takes_value(const char *f)
 {
@@ -188,6 +191,7 @@ static int apply_flag(struct kiln_run_opts *o, const char *f, const char *v, str
 	else if (!strcmp(f, "--cap-add")) kiln_strv_push(&o->cap_add, v);
 	else if (!strcmp(f, "--cap-drop")) kiln_strv_push(&o->cap_drop, v);
 	else if (!strcmp(f, "--rootfs")) o->rootfs = v;
+	else if (!strcmp(f, "--log-opt")) kiln_strv_push(&o->log_opts, v);
 	else if (!strcmp(f, "--uidmap")) {
 		unsigned long c, h, n;
 		char extra;
@@ -290,17 +294,6 @@ int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_e
 }
 
 /* ---------------------------------------------------------------- helpers */
-
-static void iso_now(char *buf, size_t len)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	char b[32];
-	strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, len, "%s.%09ldZ", b, ts.tv_nsec);
-}
 
 static int read_env_file(const char *path, struct kiln_strv *env, struct kiln_err *err)
 {
@@ -495,92 +488,39 @@ static int run_image_prepare(const char *ref, const char *id, bool recorded, str
 
 /* ---------------------------------------------------------------- detached */
 
+/* The log thread of a recorded container (runtime/logrelay.c relays). */
 struct logger {
-	int fds[2];
-	int echo[2];         /* foreground: also copy to these (our stdout/stderr), or -1 */
-	int logfd;
+	struct kiln_logrelay relay;
+	struct kiln_logwriter w;
+	bool have_w;
 	pthread_t th;
 	bool started;
 };
 
-static void log_line(int logfd, const char *stream, const char *data, size_t len)
-{
-	char ts[64];
-	iso_now(ts, sizeof(ts));
-	json_t *o = json_object();
-	json_t *js = json_stringn(data, len);
-	if (!js) {
-		/* not UTF-8: keep the line, replacing the bytes jansson refuses */
-		char *copy = kiln_xstrndup(data, len);
-		for (size_t i = 0; i < len; i++)
-			if ((unsigned char)copy[i] >= 0x80 || copy[i] == '\0')
-				copy[i] = '?';
-		js = json_stringn(copy, len);
-		free(copy);
-	}
-	json_object_set_new(o, "log", js);
-	json_object_set_new(o, "stream", json_string(stream));
-	json_object_set_new(o, "time", json_string(ts));
-	char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
-	json_decref(o);
-	if (s) {
-		size_t l = strlen(s);
-		s = kiln_xrealloc(s, l + 2);
-		s[l] = '\n';
-		kiln_write_all(logfd, s, l + 1);
-		free(s);
-	}
-}
-
 static void *logger_main(void *arg)
 {
 	struct logger *lg = arg;
-	struct kiln_buf pend[2] = {{0}, {0}};
-	static const char *const names[2] = {"stdout", "stderr"};
-	int open_n = 0;
-	for (int i = 0; i < 2; i++)
-		if (lg->fds[i] >= 0)
-			open_n++;
-	while (open_n > 0) {
-		struct pollfd p[2];
-		for (int i = 0; i < 2; i++)
-			p[i] = (struct pollfd){lg->fds[i], POLLIN, 0};
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (int i = 0; i < 2; i++) {
-			if (lg->fds[i] < 0 || !p[i].revents)
-				continue;
-			char buf[8192];
-			ssize_t n = read(lg->fds[i], buf, sizeof(buf));
-			if (n <= 0) {
-				if (n < 0 && errno == EINTR)
-					continue;
-				close(lg->fds[i]);
-				lg->fds[i] = -1;
-				open_n--;
-				if (pend[i].len)
-					log_line(lg->logfd, names[i], pend[i].data, pend[i].len);
-				continue;
-			}
-			if (lg->echo[i] >= 0)
-				kiln_write_all(lg->echo[i], buf, (size_t)n);
-			kiln_buf_append(&pend[i], buf, (size_t)n);
-			char *start = pend[i].data, *nl;
-			while ((nl = memchr(start, '\n', pend[i].len - (size_t)(start - pend[i].data)))) {
-				log_line(lg->logfd, names[i], start, (size_t)(nl - start + 1));
-				start = nl + 1;
-			}
-			size_t rest = pend[i].len - (size_t)(start - pend[i].data);
-			memmove(pend[i].data, start, rest);
-			pend[i].len = rest;
-		}
-	}
-	kiln_buf_free(&pend[0]);
-	kiln_buf_free(&pend[1]);
+	kiln_logrelay_pump(&lg->relay);
 	return NULL;
+}
+
+/* A message of kiln's own (a failed start, an OOM kill) as a stderr line. */
+static void log_message(struct logger *lg, const char *msg)
+{
+	if (!lg->have_w)
+		return;
+	char *line = kiln_xasprintf("%s\n", msg);
+	kiln_logwriter_write(&lg->w, "stderr", line, strlen(line), false);
+	free(line);
+}
+
+static void logger_init(struct logger *lg)
+{
+	memset(lg, 0, sizeof(*lg));
+	lg->relay.fds[0] = lg->relay.fds[1] = -1;
+	lg->relay.echo[0] = lg->relay.echo[1] = -1;
+	lg->w.fd = lg->w.dirfd = -1;
+	lg->relay.w = &lg->w;
 }
 
 struct sup {
@@ -600,7 +540,7 @@ static int sup_on_start(pid_t pid, void *arg)
 		}
 	s->st->pid = pid;
 	s->st->supervisor = getpid();
-	if (!s->lg.started && (s->lg.fds[0] >= 0 || s->lg.fds[1] >= 0))
+	if (!s->lg.started && (s->lg.relay.fds[0] >= 0 || s->lg.relay.fds[1] >= 0))
 		s->lg.started = pthread_create(&s->lg.th, NULL, logger_main, &s->lg) == 0;
 	return 0;
 }
@@ -611,7 +551,7 @@ static void sup_on_running(pid_t pid, void *arg)
 	struct sup *s = arg;
 	s->st->pid = pid;
 	snprintf(s->st->status, sizeof(s->st->status), "running");
-	iso_now(s->st->started, sizeof(s->st->started));
+	kiln_log_time_now(s->st->started, sizeof(s->st->started));
 	struct kiln_err err = {0};
 	kiln_container_save(s->root, s->st, &err);
 }
@@ -619,8 +559,8 @@ static void sup_on_running(pid_t pid, void *arg)
 static int sup_on_tty(int master, void *arg)
 {
 	struct sup *s = arg;
-	s->lg.fds[0] = fcntl(master, F_DUPFD_CLOEXEC, 3);
-	s->lg.fds[1] = -1;
+	s->lg.relay.fds[0] = fcntl(master, F_DUPFD_CLOEXEC, 3);
+	s->lg.relay.fds[1] = -1;
 	if (!s->lg.started)
 		s->lg.started = pthread_create(&s->lg.th, NULL, logger_main, &s->lg) == 0;
 	return 0;
@@ -674,6 +614,7 @@ int kiln_cmd_run(int argc, char **argv)
 		       "      --privileged        all capabilities, no seccomp, no masked paths\n"
 		       "      --read-only         mount the root filesystem read-only\n"
 		       "      --init              run a small init as PID 1\n"
+		       "      --log-opt K=V       max-size=SIZE (default 20m, -1 unlimited), max-file=N (default 5)\n"
 		       "      --rootfs DIR        run DIR as the root filesystem instead of an image\n"
 		       "      --uidmap 0:HOST:N   a user namespace: container ids 0..N-1 are HOST.. outside\n");
 		return 0;
@@ -683,6 +624,16 @@ int kiln_cmd_run(int argc, char **argv)
 		kiln_run_opts_free(&o);
 		return KILN_EXIT_USAGE;
 	}
+	/* like docker's daemon, the log options are checked when the container
+	 * is created: exit 125 */
+	struct kiln_logopts logopts;
+	kiln_logopts_default(&logopts);
+	for (size_t i = 0; i < o.log_opts.n; i++)
+		if (kiln_logopts_parse(o.log_opts.v[i], &logopts, &err) < 0) {
+			kiln_err_print(&err);
+			kiln_run_opts_free(&o);
+			return KILN_EXIT_SETUP;
+		}
 	int rc = KILN_EXIT_SETUP;
 	struct kiln_sandbox_spec spec;
 	kiln_sandbox_spec_init(&spec);
@@ -836,7 +787,7 @@ int kiln_cmd_run(int argc, char **argv)
 		snprintf(st.status, sizeof(st.status), "created");
 		snprintf(st.stop_signal, sizeof(st.stop_signal), "%s", stop_signal);
 		st.auto_remove = o.rm;
-		iso_now(st.created, sizeof(st.created));
+		kiln_log_time_now(st.created, sizeof(st.created));
 		for (size_t i = 0; i < spec.n_ports; i++) {
 			size_t l = strlen(st.ports);
 			snprintf(st.ports + l, sizeof(st.ports) - l, "%s%s:%u->%u/%s", l ? ", " : "",
@@ -894,19 +845,17 @@ int kiln_cmd_run(int argc, char **argv)
 			pid_t p2 = fork();
 			if (p2 != 0)
 				_exit(p2 < 0 ? 1 : 0);
-			/* the supervisor */
+			/* the supervisor: its lock tells others it is alive */
+			kiln_container_hold(kiln_global.root, id, NULL);
 			int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-			char *logp = kiln_xasprintf("%s/log", cdir);
-			int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-			free(logp);
 			dup2(nul, 0);
 			dup2(nul, 1);
 			dup2(nul, 2);
 			struct sup s = {.root = kiln_global.root, .st = &st};
-			s.lg.echo[0] = s.lg.echo[1] = -1;
-			s.lg.logfd = logfd;
-			s.lg.fds[0] = outp[0];
-			s.lg.fds[1] = errp[0];
+			logger_init(&s.lg);
+			s.lg.have_w = kiln_logwriter_open(&s.lg.w, cdir, &logopts, NULL) == 0;
+			s.lg.relay.fds[0] = outp[0];
+			s.lg.relay.fds[1] = errp[0];
 			s.close_after_start[0] = outp[1];
 			s.close_after_start[1] = errp[1];
 			spec.stdout_fd = o.tty ? -1 : outp[1];
@@ -930,17 +879,18 @@ int kiln_cmd_run(int argc, char **argv)
 			if (s.lg.started)
 				pthread_join(s.lg.th, NULL);
 			if (r < 0) {
-				log_line(logfd, "stderr", e2.msg, strlen(e2.msg));
+				log_message(&s.lg, e2.msg);
 				st.exit_code = e2.exit_code ? e2.exit_code : 125;
 			} else {
 				st.exit_code = ex.code;
 				st.oom_killed = ex.oom_killed;
 				if (ex.message[0])
-					log_line(logfd, "stderr", ex.message, strlen(ex.message));
+					log_message(&s.lg, ex.message);
 			}
+			kiln_logwriter_close(&s.lg.w);
 			snprintf(st.status, sizeof(st.status), "exited");
 			st.pid = 0;
-			iso_now(st.finished, sizeof(st.finished));
+			kiln_log_time_now(st.finished, sizeof(st.finished));
 			if (have_image && o.rm)
 				run_image_free(&ri, true);
 			/* a start that failed stays recorded for `kiln run` to report
@@ -973,7 +923,9 @@ int kiln_cmd_run(int argc, char **argv)
 				kiln_read_file(logp, 1 << 16, &text, NULL, NULL);
 				free(logp);
 				json_t *j = text ? json_loads(text, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
-				kiln_err_set(&err, 0, "%s", j ? json_string_value(json_object_get(j, "log")) : "container failed to start");
+				const char *msg = j ? json_string_value(json_object_get(j, "log")) : NULL;
+				kiln_err_set(&err, 0, "%.*s", msg ? (int)strcspn(msg, "\n") : 25,
+					     msg ? msg : "container failed to start");
 				json_decref(j);
 				free(text);
 				if (o.rm)
@@ -1001,8 +953,7 @@ int kiln_cmd_run(int argc, char **argv)
 	struct kiln_exit ex;
 	/* a recorded foreground container: this process is its supervisor */
 	struct sup fg = {.root = kiln_global.root, .st = &st};
-	fg.lg.fds[0] = fg.lg.fds[1] = fg.lg.logfd = -1;
-	fg.lg.echo[0] = fg.lg.echo[1] = -1;
+	logger_init(&fg.lg);
 	fg.close_after_start[0] = fg.close_after_start[1] = -1;
 	if (record) {
 		spec.on_start = sup_on_start;
@@ -1011,29 +962,28 @@ int kiln_cmd_run(int argc, char **argv)
 		spec.on_running_arg = &fg;
 		/* without a tty, output goes through pipes into the log as well
 		 * (`kiln logs` works for attached containers, like docker's) */
-		int op[2], ep[2];
-		char *logp = kiln_xasprintf("%s/log", cdir);
-		int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		free(logp);
-		if (!o.tty && logfd >= 0 && pipe2(op, O_CLOEXEC) == 0) {
-			if (pipe2(ep, O_CLOEXEC) == 0) {
-				fg.lg.logfd = logfd;
-				fg.lg.fds[0] = op[0];
-				fg.lg.fds[1] = ep[0];
-				fg.lg.echo[0] = 1;
-				fg.lg.echo[1] = 2;
+		int op[2] = {-1, -1}, ep[2] = {-1, -1};
+		kiln_container_hold(kiln_global.root, id, NULL);
+		if (!o.tty && kiln_logwriter_open(&fg.lg.w, cdir, &logopts, NULL) == 0) {
+			fg.lg.have_w = true;
+			if (pipe2(op, O_CLOEXEC) == 0 && pipe2(ep, O_CLOEXEC) == 0) {
+				fg.lg.relay.fds[0] = op[0];
+				fg.lg.relay.fds[1] = ep[0];
+				fg.lg.relay.echo[0] = 1;
+				fg.lg.relay.echo[1] = 2;
 				fg.close_after_start[0] = op[1];
 				fg.close_after_start[1] = ep[1];
 				spec.stdout_fd = op[1];
 				spec.stderr_fd = ep[1];
-				logfd = -1;
 			} else {
-				close(op[0]);
-				close(op[1]);
+				for (int i = 0; i < 2; i++) {
+					if (op[i] >= 0)
+						close(op[i]);
+					if (ep[i] >= 0)
+						close(ep[i]);
+				}
 			}
 		}
-		if (logfd >= 0)
-			close(logfd);
 	}
 	int sr = kiln_sandbox_run(&spec, &ex, &err);
 	for (int i = 0; i < 2; i++)
@@ -1044,16 +994,15 @@ int kiln_cmd_run(int argc, char **argv)
 	if (fg.lg.started)
 		pthread_join(fg.lg.th, NULL);
 	for (int i = 0; i < 2; i++)
-		if (fg.lg.fds[i] >= 0)
-			close(fg.lg.fds[i]);
-	if (fg.lg.logfd >= 0)
-		close(fg.lg.logfd);
+		if (fg.lg.relay.fds[i] >= 0)
+			close(fg.lg.relay.fds[i]);
+	kiln_logwriter_close(&fg.lg.w);
 	if (sr < 0) {
 		rc = err.exit_code ? err.exit_code : KILN_EXIT_SETUP;
 		if (record) {
 			st.exit_code = rc;
 			snprintf(st.status, sizeof(st.status), "exited");
-			iso_now(st.finished, sizeof(st.finished));
+			kiln_log_time_now(st.finished, sizeof(st.finished));
 			if (o.rm)
 				kiln_rm_rf(cdir, NULL);
 			else
@@ -1068,7 +1017,7 @@ int kiln_cmd_run(int argc, char **argv)
 		st.exit_code = ex.code;
 		st.oom_killed = ex.oom_killed;
 		snprintf(st.status, sizeof(st.status), "exited");
-		iso_now(st.finished, sizeof(st.finished));
+		kiln_log_time_now(st.finished, sizeof(st.finished));
 		if (o.rm)
 			kiln_rm_rf(cdir, NULL);
 		else

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "builder/cli.h"
+#include "runtime/cgroup_gc.h"
 
 struct command {
 	const char *name;
@@ -110,6 +111,8 @@ int main(int argc, char **argv)
 			continue;
 		if (!commands[c].fn)
 			break;
+		/* cgroups left by a supervisor or build that was killed */
+		kiln_cgroup_gc_sweep();
 		return commands[c].fn(argc - i, argv + i);
 	}
 	fprintf(stderr, "kiln: '%s' is not a kiln command (see 'kiln --help')\n", name);

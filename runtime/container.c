@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "runtime/logrelay.h"
 
 void kiln_container_new_id(char out[65])
 {
@@ -53,6 +54,8 @@ int kiln_container_save(const char *root, const struct kiln_container_state *st,
 	set_str(o, "image", st->image);
 	set_str(o, "command", st->command);
 	set_str(o, "status", st->status);
+	if (st->error[0])
+		set_str(o, "error", st->error);
 	json_object_set_new(o, "pid", json_integer(st->pid));
 	json_object_set_new(o, "supervisor", json_integer(st->supervisor));
 	json_object_set_new(o, "exit_code", json_integer(st->exit_code));
@@ -81,8 +84,8 @@ int kiln_container_save(const char *root, const struct kiln_container_state *st,
 	return r;
 }
 
-int kiln_container_load(const char *root, const char *id, struct kiln_container_state *st,
-			struct kiln_err *err)
+static int load_state(const char *root, const char *id, struct kiln_container_state *st,
+		      struct kiln_err *err)
 {
 	memset(st, 0, sizeof(*st));
 	char *path = kiln_xasprintf("%s/containers/%s/state.json", root, id);
@@ -99,6 +102,7 @@ int kiln_container_load(const char *root, const char *id, struct kiln_container_
 	get_str(o, "image", st->image, sizeof(st->image));
 	get_str(o, "command", st->command, sizeof(st->command));
 	get_str(o, "status", st->status, sizeof(st->status));
+	get_str(o, "error", st->error, sizeof(st->error));
 	st->pid = (pid_t)json_integer_value(json_object_get(o, "pid"));
 	st->supervisor = (pid_t)json_integer_value(json_object_get(o, "supervisor"));
 	st->exit_code = (int)json_integer_value(json_object_get(o, "exit_code"));
@@ -112,6 +116,71 @@ int kiln_container_load(const char *root, const char *id, struct kiln_container_
 	json_decref(o);
 	if (!st->id[0])
 		snprintf(st->id, sizeof(st->id), "%s", id);
+	return 0;
+}
+
+/* The container this process supervises (its lock must not be touched:
+ * closing any fd of the file would drop it). */
+static char held_id[65];
+
+static int lock_whole(int fd)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	return fcntl(fd, F_SETLK, &fl);
+}
+
+int kiln_container_hold(const char *root, const char *id, struct kiln_err *err)
+{
+	char *path = kiln_xasprintf("%s/containers/%s/supervisor.lock", root, id);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || lock_whole(fd) < 0) {
+		kiln_err_set(err, errno, "locking %s", path);
+		if (fd >= 0)
+			close(fd);
+		free(path);
+		return -1;
+	}
+	free(path);
+	snprintf(held_id, sizeof(held_id), "%s", id);
+	return 0;   /* fd stays open for the life of the process */
+}
+
+/* A "running" container whose supervisor holds no lock: record its end. */
+static void settle(const char *root, struct kiln_container_state *st)
+{
+	if (strcmp(st->status, "running") != 0 || !strcmp(st->id, held_id))
+		return;
+	char *path = kiln_xasprintf("%s/containers/%s/supervisor.lock", root, st->id);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	free(path);
+	if (fd < 0)
+		return;   /* a supervisor without a lock (older kiln): judged by its pid */
+	if (lock_whole(fd) < 0) {
+		close(fd);
+		return;   /* alive */
+	}
+	/* we hold the lock now: no supervisor writes the state meanwhile */
+	struct kiln_container_state now;
+	if (load_state(root, st->id, &now, NULL) == 0 && !strcmp(now.status, "running")) {
+		snprintf(now.status, sizeof(now.status), "exited");
+		snprintf(now.error, sizeof(now.error), "supervisor died");
+		if (now.exit_code == 0)
+			now.exit_code = 137;
+		now.pid = 0;
+		kiln_log_time_now(now.finished, sizeof(now.finished));
+		kiln_container_save(root, &now, NULL);
+	}
+	if (now.id[0])
+		*st = now;
+	close(fd);
+}
+
+int kiln_container_load(const char *root, const char *id, struct kiln_container_state *st,
+			struct kiln_err *err)
+{
+	if (load_state(root, id, st, err) < 0)
+		return -1;
+	settle(root, st);
 	return 0;
 }
 
@@ -133,7 +202,7 @@ int kiln_container_find(const char *root, const char *ref, struct kiln_container
 		if (e->d_name[0] == '.' || strlen(e->d_name) != 64)
 			continue;
 		struct kiln_container_state s;
-		if (kiln_container_load(root, e->d_name, &s, NULL) < 0)
+		if (load_state(root, e->d_name, &s, NULL) < 0)
 			continue;
 		if (!strcmp(s.name, ref) || !strcmp(s.id, ref)) {
 			memcpy(found, e->d_name, 64);
@@ -192,6 +261,8 @@ int kiln_container_inspect_cmd(const char *name)
 	json_object_set_new(state, "OOMKilled", json_boolean(st.oom_killed));
 	json_object_set_new(state, "Pid", json_integer(running ? st.pid : 0));
 	json_object_set_new(state, "ExitCode", json_integer(st.exit_code));
+	json_object_set_new(state, "Error", json_string(st.error));
+	json_object_set_new(state, "Dead", json_false());
 	json_object_set_new(state, "StartedAt", json_string(st.started));
 	json_object_set_new(state, "FinishedAt", json_string(st.finished));
 	json_object_set_new(o, "State", state);

@@ -16,6 +16,7 @@ struct kiln_container_state {
 	char image[256];
 	char command[512];      /* for ps: the argv joined by spaces */
 	char status[16];        /* "created", "running", "exited" */
+	char error[128];        /* why it ended other than by its own exit ("supervisor died") */
 	pid_t pid;              /* container main process (host pid), 0 when not running */
 	pid_t supervisor;       /* the supervising process, 0 when none */
 	int exit_code;
@@ -32,7 +33,11 @@ void kiln_container_new_id(char out[65]);
 /* Directory of a container ("<root>/containers/<id>"); caller frees. */
 char *kiln_container_dir(const char *root, const char *id);
 
-/* Load/store state.json (stored atomically). */
+/* Load/store state.json (stored atomically).  Loading a "running"
+ * container whose supervisor died (it holds no lock any more: SIGKILL, a
+ * crash) records it as exited with code 137 (its PID 1 died with it, of
+ * SIGKILL) and error "supervisor died", as docker shows a container whose
+ * shim died. */
 int kiln_container_load(const char *root, const char *id, struct kiln_container_state *st,
 			struct kiln_err *err);
 int kiln_container_save(const char *root, const struct kiln_container_state *st,
@@ -41,6 +46,12 @@ int kiln_container_save(const char *root, const struct kiln_container_state *st,
 /* Find a container by full id, unique id prefix or name; fills st. */
 int kiln_container_find(const char *root, const char *ref, struct kiln_container_state *st,
 			struct kiln_err *err);
+
+/* Called by a container's supervisor before it starts the container: a
+ * lock on <dir>/supervisor.lock held as long as this process lives (a POSIX
+ * record lock: dropped by the kernel at its death, not inherited by its
+ * children).  Returns 0 or -1. */
+int kiln_container_hold(const char *root, const char *id, struct kiln_err *err);
 
 /* True when st->pid is alive and still the container (pid reuse checked). */
 bool kiln_container_running(const struct kiln_container_state *st);

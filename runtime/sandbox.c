@@ -14,6 +14,7 @@
  */
 #include "runtime/sandbox.h"
 #include "runtime/internal.h"
+#include "runtime/cgroup_gc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1761,6 +1762,7 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	int ret = -1, sp[2] = {-1, -1}, sfd = -1;
 	char tmpdir[64] = "";
 	struct kiln_cgroup cg = {0};
+	int cg_owner = -1;
 	struct kiln_net_lease lease = {0};
 	pid_t pid = -1, proxy = -1;
 	int rootmnt = -1;
@@ -1788,7 +1790,8 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 	const struct kiln_limits *lim = &spec->limits;
 	bool want_cg = lim->memory > 0 || lim->memory_swap > 0 || lim->nano_cpus > 0 ||
 		       lim->cpu_shares > 0 || lim->pids > 0;
-	if (want_cg && kiln_cgroup_create(&cg, id, lim, err) < 0)
+	/* claimed first: a sweep by another kiln never takes it away */
+	if (want_cg && ((cg_owner = kiln_cgroup_gc_claim(id, err)) < 0 || kiln_cgroup_create(&cg, id, lim, err) < 0))
 		goto out;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
 		kiln_err_set(err, errno, "socketpair");
@@ -1969,6 +1972,7 @@ out:
 	}
 	kiln_net_release(&lease);
 	kiln_cgroup_destroy(&cg);
+	kiln_cgroup_gc_release(id, cg_owner);
 	if (sp[0] >= 0)
 		close(sp[0]);
 	if (sp[1] >= 0)
