@@ -34,6 +34,7 @@ struct kiln_run_opts {
 	const char *image;
 	char **cmd;
 	int n_cmd;
+	struct kiln_strv devices;
 };
 size_t kiln_run_opts_size(void);
 int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err);
