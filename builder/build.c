@@ -1080,6 +1080,9 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 	if (rc_->net_host)
 		spec.entitlements |= KILN_ENT_NET_HOST;
 	spec.limits.memory = b->o->memory;
+	spec.limits.nano_cpus = b->o->nano_cpus;
+	spec.limits.pids = b->o->pids > 0 ? b->o->pids : b->o->pids < 0 ? 0 : KILN_BUILD_PIDS_DEFAULT;
+	spec.limits.pids_default = b->o->pids == 0;
 	spec.hostname = "buildkitsandbox";
 	/* a small init as PID 1: it reaps what the step leaves behind and passes
 	 * SIGINT/SIGTERM on (a bare PID 1 ignores them, so ^C would not stop

@@ -45,12 +45,20 @@ struct kiln_build_opts {
 	const char *platform;          /* --platform: only linux/amd64 (the host) */
 	const char *iidfile;           /* --iidfile */
 	int64_t memory;                /* --memory bytes, 0 = unlimited */
+	int64_t pids;                  /* --pids-limit per RUN step: 0 = the default
+	                                  (KILN_BUILD_PIDS_DEFAULT), -1 = unlimited */
+	int64_t nano_cpus;             /* --cpus * 1e9 per RUN step, 0 = unlimited */
 	bool no_cache;
 	bool pull;
 	bool quiet;                    /* -q: print only the image id (stdout) */
 	enum kiln_progress_mode progress;
 	enum kiln_compression compression;
 };
+
+/* The process limit of a RUN step unless --pids-limit says otherwise: far
+ * above what a build needs (a parallel make -j64 stays in the hundreds),
+ * far below what takes a host down. */
+#define KILN_BUILD_PIDS_DEFAULT 8192
 
 /* Build.  On success id_out (may be NULL) holds the image id
  * ("sha256:<hex>").  Errors name the Dockerfile file:line, the instruction and

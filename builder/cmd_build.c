@@ -23,6 +23,8 @@ static void usage(FILE *f)
 		"      --pull                 always pull the base images\n"
 		"      --network MODE         network of RUN steps: host (default) or none\n"
 		"  -m, --memory BYTES         memory limit of RUN steps\n"
+		"      --cpus N               CPU quota of RUN steps (e.g. 1.5)\n"
+		"      --pids-limit N         process limit of each RUN step (default 8192, -1 unlimited)\n"
 		"      --label K=V            add a label to the image (repeatable)\n"
 		"      --platform P           linux/amd64 only\n"
 		"  -q, --quiet                print only the image id\n"
@@ -119,6 +121,25 @@ int kiln_cmd_build(int argc, char **argv)
 				fprintf(stderr, "kiln: --memory: %s\n", err.msg);
 				bad = true;
 			}
+		} else if ((v = optval(argc, argv, &i, NULL, "--pids-limit", &bad))) {
+			char *end;
+			errno = 0;
+			long long n = strtoll(v, &end, 10);
+			if (errno || !*v || *end || n < -1 || n == 0) {
+				fprintf(stderr, "kiln: --pids-limit: invalid value \"%s\" (a positive number, or -1 "
+					"for no limit)\n", v);
+				bad = true;
+			}
+			o.pids = n;
+		} else if ((v = optval(argc, argv, &i, NULL, "--cpus", &bad))) {
+			char *end;
+			errno = 0;
+			double d = strtod(v, &end);
+			if (errno || !*v || *end || !(d > 0) || d > 1024) {
+				fprintf(stderr, "kiln: --cpus: invalid value \"%s\" (a number of CPUs, e.g. 1.5)\n", v);
+				bad = true;
+			}
+			o.nano_cpus = (int64_t)(d * 1e9 + 0.5);
 		} else if ((v = optval(argc, argv, &i, NULL, "--platform", &bad))) {
 			o.platform = v;
 		} else if ((v = optval(argc, argv, &i, NULL, "--iidfile", &bad))) {

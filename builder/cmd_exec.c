@@ -108,6 +108,7 @@ int kiln_cmd_exec(int argc, char **argv)
 	struct kiln_sandbox_spec spec;
 	kiln_sandbox_spec_init(&spec);
 	spec.origin = KILN_ORIGIN_EXEC;
+	spec.id = st.id;   /* joins the cgroups named after it (its device filter) */
 	spec.entitlements = privileged ? KILN_ENT_PRIVILEGED : 0;
 	spec.privileged = privileged;
 	spec.argv = argv + i + 1;

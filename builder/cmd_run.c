@@ -40,6 +40,7 @@ struct kiln_run_opts {
 	char **cmd;          /* points into argv */
 	int n_cmd;
 	struct kiln_strv log_opts;   /* --log-opt, checked when the container is created */
+	struct kiln_strv devices;   /* --device HOST[:CONTAINER][:rwm] */
 };
 
 int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err);
@@ -63,6 +64,7 @@ void kiln_run_opts_free(struct kiln_run_opts *o)
 	kiln_strv_free(&o->cap_add);
 	kiln_strv_free(&o->cap_drop);
 	kiln_strv_free(&o->log_opts);
+	kiln_strv_free(&o->devices);
 }
 
 static int parse_cpus(const char *s, int64_t *out, struct kiln_err *err)
@@ -135,7 +137,7 @@ int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err
 static const char *const value_flags[] = {"--name", "-e", "--env", "--env-file", "-p", "--publish", "-v",
 	"--volume", "--tmpfs", "-w", "--workdir", "-u", "--user", "--entrypoint", "-m", "--memory",
 	"--memory-swap", "--cpus", "--cpu-shares", "-c", "--pids-limit", "--network", "--net", "-h",
-	"--hostname", "--cap-add", "--cap-drop", "--security-opt", "--rootfs", "--uidmap", "--log-opt", NULL};
+	"--hostname", "--cap-add", "--cap-drop", "--security-opt", "--rootfs", "--uidmap", "--log-opt", "--device", NULL};
 
 static bool takes_value(const char *f)
 {
@@ -192,6 +194,13 @@ static int apply_flag(struct kiln_run_opts *o, const char *f, const char *v, str
 	else if (!strcmp(f, "--cap-drop")) kiln_strv_push(&o->cap_drop, v);
 	else if (!strcmp(f, "--rootfs")) o->rootfs = v;
 	else if (!strcmp(f, "--log-opt")) kiln_strv_push(&o->log_opts, v);
+	else if (!strcmp(f, "--device")) {
+		struct kiln_device d;
+		if (kiln_device_parse(v, &d, err) < 0)
+			return -1;
+		kiln_device_free(&d);
+		kiln_strv_push(&o->devices, v);
+	}
 	else if (!strcmp(f, "--uidmap")) {
 		unsigned long c, h, n;
 		char extra;
@@ -611,7 +620,8 @@ int kiln_cmd_run(int argc, char **argv)
 		       "      --cap-add CAP       add a capability (or ALL)\n"
 		       "      --cap-drop CAP      drop a capability (or ALL)\n"
 		       "      --security-opt OPT  no-new-privileges, seccomp=unconfined|FILE\n"
-		       "      --privileged        all capabilities, no seccomp, no masked paths\n"
+		       "      --device H[:C][:rwm] give the container the host device H (at C)\n"
+		       "      --privileged        all capabilities, no seccomp, no masked paths, all devices\n"
 		       "      --read-only         mount the root filesystem read-only\n"
 		       "      --init              run a small init as PID 1\n"
 		       "      --log-opt K=V       max-size=SIZE (default 20m, -1 unlimited), max-file=N (default 5)\n"
@@ -641,6 +651,7 @@ int kiln_cmd_run(int argc, char **argv)
 	struct kiln_strv env = {0}, argvv = {0};
 	struct kiln_mount *mounts = NULL;
 	struct kiln_port *ports = NULL;
+	struct kiln_device *devices = NULL;
 	struct run_image ri = {0};
 	bool have_image = false;
 	char id[65];
@@ -766,6 +777,13 @@ int kiln_cmd_run(int argc, char **argv)
 		}
 	spec.ports = ports;
 	spec.n_ports = o.ports.n;
+	devices = kiln_xcalloc(o.devices.n ? o.devices.n : 1, sizeof(*devices));
+	for (size_t i = 0; i < o.devices.n; i++)
+		if (kiln_device_parse(o.devices.v[i], &devices[i], &err) < 0 ||
+		    kiln_device_resolve(&devices[i], &err) < 0)
+			goto fail;   /* 125, as docker's "error gathering device information" */
+	spec.devices = devices;
+	spec.n_devices = o.devices.n;
 	if (spec.n_ports && spec.net != KILN_NET_BRIDGE) {
 		kiln_err_set(&err, 0, "publishing ports needs --network bridge");
 		rc = KILN_EXIT_USAGE;
@@ -1040,6 +1058,11 @@ out:
 			free((char *)mounts[i].options);
 		}
 		free(mounts);
+	}
+	if (devices) {
+		for (size_t i = 0; i < o.devices.n; i++)
+			kiln_device_free(&devices[i]);
+		free(devices);
 	}
 	if (ports) {
 		for (size_t i = 0; i < o.ports.n; i++)

@@ -239,8 +239,125 @@ static const char *dir_of(const struct kiln_cgroup *cg, const char *ctrl)
 	return NULL;
 }
 
+/* Which hierarchy carries the device filter: v1's devices controller when
+ * it is mounted (v1 and hybrid), else the cgroup2 one.  Tests force the
+ * cgroup2 path on a hybrid machine with KILN_TEST_DEVICES_BPF=1. */
+static int device_hierarchy(const char *mountinfo, enum kiln_cgroup_layout layout, const char **ctrl)
+{
+	char *mnt = NULL, *root = NULL;
+	bool v1 = layout != KILN_CG_V2 && find_mount(mountinfo, "devices", &mnt, &root) == 0;
+	free(mnt);
+	free(root);
+	const char *force = getenv("KILN_TEST_DEVICES_BPF");
+	if (v1 && !(force && !strcmp(force, "1"))) {
+		*ctrl = "devices";
+		return 0;
+	}
+	mnt = root = NULL;
+	bool v2 = find_mount(mountinfo, "", &mnt, &root) == 0;
+	free(mnt);
+	free(root);
+	if (v2) {
+		*ctrl = "";
+		return 0;
+	}
+	return -1;
+}
+
+/* v2: the limits.  The parent must delegate the controllers (it cannot
+ * while it has processes of its own); a default pids limit (builds) is then
+ * left out instead of failing. */
+static int v2_limits(const char *d, const struct kiln_limits *lim, struct kiln_err *err)
+{
+	char *parent = kiln_xstrdup(d);
+	char *slash = strrchr(parent, '/');
+	if (slash)
+		*slash = '\0';
+	bool pids = lim->pids > 0;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		char want[64] = "";
+		if (lim->memory > 0 || lim->memory_swap > 0)
+			strcat(want, "+memory ");
+		if (pids)
+			strcat(want, "+pids ");
+		if (lim->nano_cpus > 0 || lim->cpu_shares > 0)
+			strcat(want, "+cpu ");
+		struct kiln_err werr = {0};
+		if (!want[0] || write_str(parent, "cgroup.subtree_control", want, &werr) == 0)
+			break;
+		if (attempt == 0 && pids && lim->pids_default) {
+			pids = false;
+			continue;
+		}
+		kiln_err_set(err, werr.errnum, "cgroup v2: cannot enable %sfor the children of %s%s", want, parent,
+			     werr.errnum == EBUSY ? " (it has processes of its own; run kiln in a delegated "
+						    "cgroup, e.g. systemd-run --scope -p Delegate=yes)" : "");
+		free(parent);
+		return -1;
+	}
+	free(parent);
+	if (lim->memory > 0 && write_i64(d, "memory.max", lim->memory, err) < 0)
+		return -1;
+	if (lim->memory > 0 && lim->memory_swap != 0 && file_exists(d, "memory.swap.max")) {
+		int r = lim->memory_swap < 0 ? write_str(d, "memory.swap.max", "max", err)
+		      : write_i64(d, "memory.swap.max", lim->memory_swap > lim->memory ?
+				  lim->memory_swap - lim->memory : 0, err);
+		if (r < 0)
+			return -1;
+	}
+	if (pids && write_i64(d, "pids.max", lim->pids, err) < 0)
+		return -1;
+	if (lim->nano_cpus > 0) {
+		char b[64];
+		snprintf(b, sizeof(b), "%" PRId64 " 100000", lim->nano_cpus / 10000);
+		if (write_str(d, "cpu.max", b, err) < 0)
+			return -1;
+	}
+	if (lim->cpu_shares > 0) {
+		/* shares 2..262144 -> weight 1..10000 (the OCI conversion) */
+		int64_t s = lim->cpu_shares < 2 ? 2 : lim->cpu_shares > 262144 ? 262144 : lim->cpu_shares;
+		if (write_i64(d, "cpu.weight", 1 + ((s - 2) * 9999) / 262142, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int v1_limits(struct kiln_cgroup *cg, const char *mountinfo, const char *cgtext, const char *id,
+		     const struct kiln_limits *lim, struct kiln_err *err)
+{
+	if (lim->memory > 0 || lim->memory_swap > 0) {
+		if (add_dir(cg, mountinfo, cgtext, "memory", id, err) < 0)
+			return -1;
+		const char *m = dir_of(cg, "memory");
+		if (lim->memory > 0) {
+			if (write_i64(m, "memory.limit_in_bytes", lim->memory, err) < 0)
+				return -1;
+			if (file_exists(m, "memory.memsw.limit_in_bytes")) {
+				int64_t sw = lim->memory_swap > 0 ? lim->memory_swap
+					   : lim->memory_swap < 0 ? -1 : 2 * lim->memory;
+				if (write_i64(m, "memory.memsw.limit_in_bytes", sw, err) < 0)
+					return -1;
+			}
+		}
+	}
+	if (lim->pids > 0 && (add_dir(cg, mountinfo, cgtext, "pids", id, err) < 0 ||
+			      write_i64(dir_of(cg, "pids"), "pids.max", lim->pids, err) < 0))
+		return -1;
+	if (lim->nano_cpus > 0 || lim->cpu_shares > 0) {
+		if (add_dir(cg, mountinfo, cgtext, "cpu", id, err) < 0)
+			return -1;
+		const char *c = dir_of(cg, "cpu");
+		if (lim->nano_cpus > 0 && (write_i64(c, "cpu.cfs_period_us", 100000, err) < 0 ||
+					   write_i64(c, "cpu.cfs_quota_us", lim->nano_cpus / 10000, err) < 0))
+			return -1;
+		if (lim->cpu_shares > 0 && write_i64(c, "cpu.shares", lim->cpu_shares, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int kiln_cgroup_create(struct kiln_cgroup *cg, const char *id, const struct kiln_limits *lim,
-		       struct kiln_err *err)
+		       const struct kiln_device_rule *rules, size_t n_rules, struct kiln_err *err)
 {
 	memset(cg, 0, sizeof(*cg));
 	if (kiln_cgroup_layout(&cg->layout, err) < 0)
@@ -250,87 +367,31 @@ int kiln_cgroup_create(struct kiln_cgroup *cg, const char *id, const struct kiln
 	    kiln_read_file("/proc/self/cgroup", 0, &cgtext, NULL, err) < 0)
 		return -1;
 	cg->memory_limit = lim->memory;
-	if (cg->layout == KILN_CG_V2) {
-		if (add_dir(cg, mountinfo, cgtext, "", id, err) < 0)
-			return -1;
+	const char *dctrl = NULL;
+	if (device_hierarchy(mountinfo, cg->layout, &dctrl) < 0) {
+		if (rules)
+			return kiln_err_set(err, 0, "device filter: neither a cgroup v1 devices hierarchy nor a "
+					    "cgroup2 mount is available; refusing to start a container that could "
+					    "open every host device");
+		dctrl = NULL;
+	}
+	/* the cgroup of the device filter first: the others follow it */
+	if (dctrl && add_dir(cg, mountinfo, cgtext, dctrl, id, err) < 0)
+		goto fail;
+	if (dctrl && rules) {
 		const char *d = cg->dirs[0];
-		/* enable controllers for our child in the parent (best effort: a
-		 * parent with processes cannot delegate, then limits fail below) */
-		char *parent = kiln_xstrdup(d);
-		char *slash = strrchr(parent, '/');
-		if (slash)
-			*slash = '\0';
-		/* only what the limits need; "no internal processes": a parent
-		 * with processes (kiln itself, its shell) cannot delegate */
-		char want[64] = "";
-		if (lim->memory > 0 || lim->memory_swap > 0)
-			strcat(want, "+memory ");
-		if (lim->pids > 0)
-			strcat(want, "+pids ");
-		if (lim->nano_cpus > 0 || lim->cpu_shares > 0)
-			strcat(want, "+cpu ");
-		struct kiln_err werr = {0};
-		if (want[0] && write_str(parent, "cgroup.subtree_control", want, &werr) < 0) {
-			kiln_err_set(err, werr.errnum, "cgroup v2: cannot enable %sfor the children of %s%s", want, parent,
-				     werr.errnum == EBUSY ? " (it has processes of its own; run kiln in a delegated "
-							    "cgroup, e.g. systemd-run --scope -p Delegate=yes)" : "");
-			free(parent);
+		int r = dctrl[0] ? kiln_devices_apply_v1(d, rules, n_rules, err)
+				 : kiln_devices_attach_bpf(d, rules, n_rules, err);
+		if (r < 0)
 			goto fail;
-		}
-		free(parent);
-		if (lim->memory > 0 && write_i64(d, "memory.max", lim->memory, err) < 0)
+	}
+	if (cg->layout == KILN_CG_V2) {
+		if ((cg->n == 0 && add_dir(cg, mountinfo, cgtext, "", id, err) < 0) ||
+		    v2_limits(cg->dirs[0], lim, err) < 0)
 			goto fail;
-		if (lim->memory > 0 && lim->memory_swap != 0 && file_exists(d, "memory.swap.max")) {
-			int r = lim->memory_swap < 0 ? write_str(d, "memory.swap.max", "max", err)
-			      : write_i64(d, "memory.swap.max", lim->memory_swap > lim->memory ?
-					  lim->memory_swap - lim->memory : 0, err);
-			if (r < 0)
-				goto fail;
-		}
-		if (lim->pids > 0 && write_i64(d, "pids.max", lim->pids, err) < 0)
-			goto fail;
-		if (lim->nano_cpus > 0) {
-			char b[64];
-			snprintf(b, sizeof(b), "%" PRId64 " 100000", lim->nano_cpus / 10000);
-			if (write_str(d, "cpu.max", b, err) < 0)
-				goto fail;
-		}
-		if (lim->cpu_shares > 0) {
-			/* shares 2..262144 -> weight 1..10000 (the OCI conversion) */
-			int64_t s = lim->cpu_shares < 2 ? 2 : lim->cpu_shares > 262144 ? 262144 : lim->cpu_shares;
-			if (write_i64(d, "cpu.weight", 1 + ((s - 2) * 9999) / 262142, err) < 0)
-				goto fail;
-		}
 		return 0;
 	}
-	/* v1 or hybrid: controllers live in the v1 hierarchies. */
-	if (add_dir(cg, mountinfo, cgtext, "memory", id, err) < 0)
-		goto fail;
-	if (add_dir(cg, mountinfo, cgtext, "pids", id, err) < 0)
-		goto fail;
-	if ((lim->nano_cpus > 0 || lim->cpu_shares > 0) &&
-	    add_dir(cg, mountinfo, cgtext, "cpu", id, err) < 0)
-		goto fail;
-	const char *m = dir_of(cg, "memory");
-	if (lim->memory > 0) {
-		if (write_i64(m, "memory.limit_in_bytes", lim->memory, err) < 0)
-			goto fail;
-		if (file_exists(m, "memory.memsw.limit_in_bytes")) {
-			int64_t sw = lim->memory_swap > 0 ? lim->memory_swap
-				   : lim->memory_swap < 0 ? -1 : 2 * lim->memory;
-			if (write_i64(m, "memory.memsw.limit_in_bytes", sw, err) < 0)
-				goto fail;
-		}
-	}
-	if (lim->pids > 0 && write_i64(dir_of(cg, "pids"), "pids.max", lim->pids, err) < 0)
-		goto fail;
-	const char *c = dir_of(cg, "cpu");
-	if (c && lim->nano_cpus > 0) {
-		if (write_i64(c, "cpu.cfs_period_us", 100000, err) < 0 ||
-		    write_i64(c, "cpu.cfs_quota_us", lim->nano_cpus / 10000, err) < 0)
-			goto fail;
-	}
-	if (c && lim->cpu_shares > 0 && write_i64(c, "cpu.shares", lim->cpu_shares, err) < 0)
+	if (v1_limits(cg, mountinfo, cgtext, id, lim, err) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -427,7 +488,17 @@ void kiln_cgroup_destroy(struct kiln_cgroup *cg)
 	cg->n = 0;
 }
 
-int kiln_cgroup_join_like(pid_t target, pid_t pid, struct kiln_err *err)
+/* Is the last component of path "kiln-<id>" (any kiln-* when id is NULL)? */
+static bool kiln_leaf(const char *path, const char *id)
+{
+	const char *slash = strrchr(path, '/');
+	const char *leaf = slash ? slash + 1 : path;
+	if (strncmp(leaf, "kiln-", 5))
+		return false;
+	return id ? !strcmp(leaf + 5, id) : leaf[5] != '\0';
+}
+
+int kiln_cgroup_join_like(pid_t target, pid_t pid, const char *id, struct kiln_err *err)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)target);
@@ -435,15 +506,17 @@ int kiln_cgroup_join_like(pid_t target, pid_t pid, struct kiln_err *err)
 	if (kiln_read_file(path, 0, &text, NULL, err) < 0 ||
 	    kiln_read_file("/proc/self/mountinfo", 0, &mountinfo, NULL, err) < 0)
 		return -1;
+	bool filter = false;
 	for (char *p = text; p && *p;) {
 		char *eol = strchr(p, '\n');
 		if (eol)
 			*eol = '\0';
 		char *c1 = strchr(p, ':');
 		char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-		if (c2 && strstr(c2 + 1, "/kiln-")) {
+		if (c2 && kiln_leaf(c2 + 1, id)) {
 			*c2 = '\0';
 			char *ctrls = c1 + 1;
+			bool devices = !ctrls[0] || ctrl_in_list(ctrls, strlen(ctrls), "devices");
 			char *first = ctrls;
 			char *comma = strchr(ctrls, ',');
 			if (comma)
@@ -461,9 +534,14 @@ int kiln_cgroup_join_like(pid_t target, pid_t pid, struct kiln_err *err)
 				free(root);
 				if (r < 0)
 					return -1;
+				filter = filter || devices;
 			}
 		}
 		p = eol ? eol + 1 : NULL;
 	}
+	if (!filter)
+		return kiln_err_set(err, 0, "the container (pid %d) is in no devices cgroup of its own (started by "
+				    "an older kiln?): refusing to run a process there without its device filter",
+				    (int)target);
 	return 0;
 }

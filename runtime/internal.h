@@ -23,8 +23,16 @@ int kiln_caps_set(uint64_t caps, struct kiln_err *err);
 int kiln_seccomp_load(const struct kiln_sandbox_spec *spec, uint64_t caps, const char *profile_text,
 		      struct kiln_err *err);
 
+/* devices.c: the device filter on a cgroup directory: v1 devices.deny /
+ * devices.allow writes, or the v2 device program attached (loaded once per
+ * process for the default rules). */
+int kiln_devices_apply_v1(const char *dir, const struct kiln_device_rule *rules, size_t n,
+			  struct kiln_err *err);
+int kiln_devices_attach_bpf(const char *dir, const struct kiln_device_rule *rules, size_t n,
+			    struct kiln_err *err);
+
 /* cgroup.c */
-#define KILN_CG_MAX 4
+#define KILN_CG_MAX 6
 struct kiln_cgroup {
 	enum kiln_cgroup_layout layout;
 	int n;
@@ -32,15 +40,22 @@ struct kiln_cgroup {
 	char *ctrl[KILN_CG_MAX];     /* their controller ("memory", ...; "" = v2) */
 	int64_t memory_limit;
 };
+/* A container's cgroups: the hierarchies its limits need and the one that
+ * carries its device filter (rules; NULL = none, privileged): on cgroup v1
+ * and hybrid the devices controller, else (v2, or hybrid without a v1
+ * devices hierarchy) a device program on the cgroup2 hierarchy.  Refuses
+ * when a filter is asked for and neither is usable. */
 int kiln_cgroup_create(struct kiln_cgroup *cg, const char *id, const struct kiln_limits *lim,
-		       struct kiln_err *err);
+		       const struct kiln_device_rule *rules, size_t n_rules, struct kiln_err *err);
 int kiln_cgroup_add(const struct kiln_cgroup *cg, pid_t pid, struct kiln_err *err);
 /* v2 memory.events oom_kill, v1 memory.oom_control oom_kill, else (old v1)
  * memory.failcnt when the main process died of SIGKILL. */
 bool kiln_cgroup_oom_killed(const struct kiln_cgroup *cg, bool sigkilled);
 void kiln_cgroup_destroy(struct kiln_cgroup *cg);
-/* Put pid into every cgroup that target is in (kiln exec). */
-int kiln_cgroup_join_like(pid_t target, pid_t pid, struct kiln_err *err);
+/* Put pid into every kiln cgroup that target is in (kiln exec): those named
+ * kiln-<id> (any kiln-* when id is NULL).  Fails unless one of them is the
+ * devices (v1) or cgroup2 one, where the container's device filter is. */
+int kiln_cgroup_join_like(pid_t target, pid_t pid, const char *id, struct kiln_err *err);
 
 /* net.c */
 struct kiln_net_lease {

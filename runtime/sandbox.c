@@ -723,6 +723,75 @@ out:
 	return ret;
 }
 
+/* --device: the host's node at its path in the container, made with mknod
+ * (the host node's mode and owner), or, where mknod is not allowed (a user
+ * namespace), the host's node bound onto an empty file after checking it is
+ * still the device that was resolved.  Privileged containers have the
+ * host's /dev as it is. */
+static int setup_devices(struct ctx *c, int rootfd, struct kiln_err *err)
+{
+	const struct kiln_sandbox_spec *s = c->spec;
+	if (c->priv.host_devices)
+		return 0;
+	for (size_t i = 0; i < s->n_devices; i++) {
+		const struct kiln_device *d = &s->devices[i];
+		KILN_AUTOFREE char *target = clean_path(d->path);
+		if (!strcmp(target, "/"))
+			return kiln_err_set(err, 0, "--device %s: the container path must not be /", d->host);
+		KILN_AUTOFREE char *parent = kiln_xstrdup(target);
+		char *slash = strrchr(parent, '/');
+		const char *base = target + (slash - parent) + 1;
+		if (slash == parent)
+			parent[1] = '\0';
+		else
+			*slash = '\0';
+		int pfd = open_create_in_root(rootfd, parent, true, true);
+		int dfd = pfd < 0 ? -1 : openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (pfd >= 0)
+			close(pfd);
+		if (dfd < 0)
+			return kiln_err_set(err, errno, "--device %s: the directory %s in the container", d->host, parent);
+		mode_t type = d->type == 'b' ? S_IFBLK : S_IFCHR;
+		dev_t rdev = makedev(d->major, d->minor);
+		int r = 0;
+		if (mknodat(dfd, base, type | (d->mode & 0777), rdev) == 0) {
+			if (fchownat(dfd, base, d->uid, d->gid, AT_SYMLINK_NOFOLLOW) < 0)
+				r = kiln_err_set(err, errno, "--device %s: owner of %s", d->host, target);
+		} else if (errno == EEXIST) {
+			struct stat st;
+			if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 || (st.st_mode & S_IFMT) != type ||
+			    st.st_rdev != rdev)
+				r = kiln_err_set(err, 0, "--device %s: %s exists in the container and is not that device",
+						 d->host, target);
+		} else if (errno == EPERM) {
+			int hfd = open(d->host, O_PATH | O_CLOEXEC);
+			struct stat hst;
+			int t = -1;
+			if (hfd < 0 || fstat(hfd, &hst) < 0 || (hst.st_mode & S_IFMT) != type || hst.st_rdev != rdev) {
+				r = kiln_err_set(err, 0, "--device %s: the host node changed", d->host);
+			} else {
+				t = openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+				if (t >= 0) {
+					close(t);
+					t = openat(dfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+				}
+				r = t < 0 ? kiln_err_set(err, errno, "--device %s: creating %s", d->host, target)
+					  : bind_fd(hfd, t, false, false, err, target);
+			}
+			if (t >= 0)
+				close(t);
+			if (hfd >= 0)
+				close(hfd);
+		} else {
+			r = kiln_err_set(err, errno, "--device %s: creating %s", d->host, target);
+		}
+		close(dfd);
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int setup_user_mounts(struct ctx *c, int rootfd, struct kiln_err *err)
 {
 	const struct kiln_sandbox_spec *s = c->spec;
@@ -908,7 +977,7 @@ static int setup_rootfs(struct ctx *c, struct kiln_err *err)
 	}
 	close(sd);
 
-	if (setup_dev(c, rootfd, err) < 0)
+	if (setup_dev(c, rootfd, err) < 0 || setup_devices(c, rootfd, err) < 0)
 		goto out;
 
 	if (c->priv.masks) {
@@ -1783,16 +1852,27 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 		}
 		c.state_dir = tmpdir;
 	}
-	/* A cgroup of its own only when a limit asks for one: moving a task
-	 * between v1 cgroups waits for an RCU grace period (~15 ms here), the
-	 * largest single cost of a start.  Without limits the container stays
-	 * in kiln's own cgroup; the pid namespace still holds all its processes. */
-	const struct kiln_limits *lim = &spec->limits;
-	bool want_cg = lim->memory > 0 || lim->memory_swap > 0 || lim->nano_cpus > 0 ||
-		       lim->cpu_shares > 0 || lim->pids > 0;
-	/* claimed first: a sweep by another kiln never takes it away */
-	if (want_cg && ((cg_owner = kiln_cgroup_gc_claim(id, err)) < 0 || kiln_cgroup_create(&cg, id, lim, err) < 0))
-		goto out;
+	/* A cgroup of its own for every container: it carries the device
+	 * filter (Docker's default list plus --device), and the limits.  On v1
+	 * without limits only the devices hierarchy: each hierarchy costs a
+	 * task move at the start. */
+	{
+		size_t nr = 0;
+		const struct kiln_device_rule *rules = NULL;
+		struct kiln_device_rule *own = NULL;
+		if (!c.priv.host_devices) {
+			if (spec->n_devices)
+				rules = own = kiln_devices_rules(spec->devices, spec->n_devices, &nr);
+			else
+				rules = kiln_devices_default(&nr);
+		}
+		/* claimed first: a sweep by another kiln never takes it away */
+		int r = (cg_owner = kiln_cgroup_gc_claim(id, err)) < 0 ? -1
+			: kiln_cgroup_create(&cg, id, &spec->limits, rules, nr, err);
+		free(own);
+		if (r < 0)
+			goto out;
+	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
 		kiln_err_set(err, errno, "socketpair");
 		goto out;
@@ -2055,7 +2135,7 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 		struct kiln_err e2 = {0};
 		close(sp[0]);
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-		if (kiln_cgroup_join_like(target, getpid(), &e2) < 0)
+		if (kiln_cgroup_join_like(target, getpid(), spec->id && spec->id[0] ? spec->id : NULL, &e2) < 0)
 			child_fail(sp[1], 125, &e2);
 		struct stat mine, theirs;
 		char up[64];

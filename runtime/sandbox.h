@@ -73,7 +73,63 @@ struct kiln_limits {
 	int64_t nano_cpus;     /* --cpus * 1e9 */
 	int64_t cpu_shares;    /* --cpu-shares (v1 shares; converted to weight on v2) */
 	int64_t pids;          /* --pids-limit; -1 = unlimited */
+	bool pids_default;     /* pids is a default, not the user's: skipped (not an error) where a
+	                          cgroup v2 parent cannot delegate the pids controller */
 };
+
+/* ---- the device filter (runtime/devices.c) ---- */
+
+/* Access bits of a device rule (the kernel's BPF_DEVCG_ACC_* values). */
+#define KILN_DEV_MKNOD 1u
+#define KILN_DEV_READ  2u
+#define KILN_DEV_WRITE 4u
+#define KILN_DEV_ALL   7u
+
+/* One rule, as cgroup v1's devices.allow/deny write it ("c 1:3 rwm"). */
+struct kiln_device_rule {
+	char type;             /* 'a' any, 'c' character, 'b' block */
+	int32_t major, minor;  /* -1 = any ("*") */
+	unsigned access;       /* KILN_DEV_* */
+	bool allow;
+};
+
+/* A host device given to a container (`kiln run --device`). */
+struct kiln_device {
+	char *host;            /* host path, as given */
+	char *path;            /* absolute path inside the container */
+	unsigned access;       /* KILN_DEV_*, from ":rwm" (default all) */
+	/* from kiln_device_resolve (a stat of the host node) */
+	char type;             /* 'c' or 'b' */
+	uint32_t major, minor;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Docker's default rules: deny everything, then mknod of any node and rwm
+ * of null zero full random urandom tty console ptmx, the pts slaves and net/tun. */
+const struct kiln_device_rule *kiln_devices_default(size_t *n);
+/* The default rules followed by an allow rule per device (caller frees). */
+struct kiln_device_rule *kiln_devices_rules(const struct kiln_device *devs, size_t n_devs, size_t *n);
+/* "c 1:3 rwm", "b *:* m", "a" (all) -> *out, allow as given. */
+int kiln_device_rule_parse(const char *text, bool allow, struct kiln_device_rule *out, struct kiln_err *err);
+void kiln_device_rule_format(const struct kiln_device_rule *r, char *buf, size_t len);
+/* "rwm" (any of, each once) -> KILN_DEV_* bits; -1 when invalid. */
+int kiln_device_access_parse(const char *s, unsigned *out);
+/* The reference meaning of a rule list: the last rule that matches (type,
+ * major, minor, every requested access bit) decides; no match denies. */
+bool kiln_devices_allowed(const struct kiln_device_rule *rules, size_t n, char type, uint32_t major,
+			  uint32_t minor, unsigned access);
+/* The cgroup v2 device program (BPF_PROG_TYPE_CGROUP_DEVICE) for rules with
+ * the meaning above: writes at most cap instructions to out (may be NULL)
+ * and returns how many the program has. */
+struct bpf_insn;
+size_t kiln_devices_bpf(const struct kiln_device_rule *rules, size_t n, struct bpf_insn *out, size_t cap);
+/* --device HOST[:CONTAINER][:ACCESS] (docker's syntax). */
+int kiln_device_parse(const char *spec, struct kiln_device *out, struct kiln_err *err);
+/* stat the host node: a character or block device, else an error. */
+int kiln_device_resolve(struct kiln_device *d, struct kiln_err *err);
+void kiln_device_free(struct kiln_device *d);
 
 struct kiln_sandbox_spec {
 	enum kiln_sandbox_origin origin;
@@ -114,7 +170,13 @@ struct kiln_sandbox_spec {
 
 	char *const *cap_add;        /* NULL-terminated names ("NET_ADMIN", "CAP_SYS_TIME", "ALL") or NULL */
 	char *const *cap_drop;
-	bool privileged;             /* all caps, no seccomp, no masked/readonly paths, host devices */
+	bool privileged;             /* all caps, no seccomp, no masked/readonly paths, host devices
+	                                (and no device filter) */
+	/* Host devices made in the container (resolved) and allowed in its
+	 * device filter; every other device node, made with mknod or shipped
+	 * in the image, cannot be opened (Docker's default list aside). */
+	const struct kiln_device *devices;
+	size_t n_devices;
 	bool no_new_privs;           /* only when asked (--security-opt no-new-privileges) */
 	enum kiln_seccomp_mode seccomp;
 	const char *seccomp_file;
@@ -168,8 +230,10 @@ struct kiln_exit {
  * (setup has a 60 s limit).
  *
  * Namespaces: mount, pid, uts, ipc, cgroup, net (unless host), user (when
- * userns_size).  A cgroup of its own (beneath kiln's, per controller) only
- * when a limit is set.  The program is exec'd through a sealed memfd
+ * userns_size).  A cgroup of its own (beneath kiln's, per controller; on
+ * cgroup v1 always the devices hierarchy, the limits' ones when set) that
+ * carries the device filter; no container runs without one (unless
+ * privileged).  The program is exec'd through a sealed memfd
  * trampoline, never from the kiln binary.  Safe to call from several threads
  * at once (each call waits for its own child through a pidfd); SIGINT,
  * SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2, SIGWINCH, SIGCONT and SIGALRM are

@@ -35,6 +35,7 @@ struct kiln_run_opts {
 	char **cmd;
 	int n_cmd;
 	struct kiln_strv log_opts;
+	struct kiln_strv devices;
 };
 size_t kiln_run_opts_size(void);
 int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_err *err);
