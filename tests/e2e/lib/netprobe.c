@@ -10,6 +10,8 @@
  *                                       address to LOG; READY (a file) is created once listening
  *   netprobe serve-udp ADDR PORT LOG [READY]  append each datagram (one line) to LOG
  *   netprobe serve-abstract NAME TEXT [READY] accept forever on @NAME, send TEXT to each client
+ *   netprobe sink ADDR PORT [READY]     accept forever, read each client to its end (benchmarks)
+ *   netprobe send ADDR PORT MIB         send MIB MiB, wait for the sink to close, print MiB/s
  *
  * Every connect has a 5 s timeout (SO_SNDTIMEO), so a dropped packet is a
  * failure, never a hang.  Servers run until killed. */
@@ -23,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -173,6 +176,48 @@ int main(int argc, char **argv)
 				perror("netprobe: write");
 			close(c);
 		}
+	}
+	if (!strcmp(mode, "sink") && (argc == 4 || argc == 5)) {
+		int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+		if (s < 0 || addr4(argv[2], argv[3], &sa) < 0)
+			return die("tcp socket/address");
+		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 16) < 0)
+			return die("bind/listen");
+		ready(argc == 5 ? argv[4] : NULL);
+		static char buf[1 << 16];
+		for (;;) {
+			int c = accept(s, NULL, NULL);
+			if (c < 0)
+				continue;
+			while (read(c, buf, sizeof(buf)) > 0)
+				;
+			close(c);
+		}
+	}
+	if (!strcmp(mode, "send") && argc == 5) {
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		if (s < 0 || addr4(argv[2], argv[3], &sa) < 0)
+			return die("tcp socket/address");
+		if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			return die("connect");
+		static char buf[1 << 16];
+		long long left = atoll(argv[4]) << 20;
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (left > 0) {
+			ssize_t n = write(s, buf, left < (long long)sizeof(buf) ? (size_t)left : sizeof(buf));
+			if (n <= 0)
+				return die("write");
+			left -= n;
+		}
+		shutdown(s, SHUT_WR);
+		while (read(s, buf, sizeof(buf)) > 0)
+			;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double sec = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		printf("%.0f\n", (double)atoll(argv[4]) / sec);
+		return 0;
 	}
 	fprintf(stderr, "netprobe: bad arguments for %s\n", mode);
 	return 2;
