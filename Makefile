@@ -14,7 +14,7 @@ PKGS_LINKED := libcrypto jansson libcap libbtrfsutil libseccomp libmnl
 # Debian packages: libraries and compilers for the build, tools for the tests.
 DEB_BUILD := make gcc clang pkg-config libc6-dev libarchive-dev libssl-dev libjansson-dev \
 	libcurl4-openssl-dev libcap-dev libbtrfsutil-dev libseccomp-dev libmnl-dev libcmocka-dev \
-	libclang-rt-14-dev
+	libclang-rt-14-dev libnftables1
 DEB_TEST := busybox-static btrfs-progs docker-registry skopeo umoci oci-image-tool podman buildah \
 	runc crun python3 python3-jsonschema iproute2 util-linux zstd xz-utils bzip2 gzip jq openssl \
 	curl procps tmux uidmap apache2-utils

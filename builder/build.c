@@ -140,6 +140,7 @@ struct builder {
 	struct kiln_image **extra_images; /* images loaded for COPY --from / mounts */
 	size_t n_extra;
 	int depth;
+	bool dns_checked;                 /* warn_no_nameserver() ran */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -559,7 +560,8 @@ static int layer_step(struct builder *b, struct bstage *st, const char *created_
 struct run_ctx {
 	char **argv;
 	char **env;
-	bool net_host;
+	enum kiln_net_mode net;
+	bool net_entitled;              /* the build holds network.host */
 	struct kiln_strv mount_specs;   /* --mount values */
 	int stdin_fd;
 	const struct kiln_df_node *node;
@@ -1076,8 +1078,8 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 		spec.user = NULL;
 	spec.mounts = m.v;
 	spec.n_mounts = m.n;
-	spec.net = rc_->net_host ? KILN_NET_HOST : KILN_NET_NONE;
-	if (rc_->net_host)
+	spec.net = rc_->net;
+	if (rc_->net_entitled)
 		spec.entitlements |= KILN_ENT_NET_HOST;
 	spec.limits.memory = b->o->memory;
 	spec.limits.nano_cpus = b->o->nano_cpus;
@@ -1139,6 +1141,22 @@ static int run_mutate(struct builder *b, struct bstage *st, const char *rootfs, 
 		return node_wrap(b, rc_->node, err);
 	}
 	return 0;
+}
+
+/* Once per build: a RUN step on the default network whose resolv.conf names
+ * no nameserver (the host's are all on loopback) is told so, never given a
+ * public resolver instead. */
+static void warn_no_nameserver(struct builder *b)
+{
+	if (b->dns_checked)
+		return;
+	b->dns_checked = true;
+	KILN_AUTOFREE char *host = NULL, *rc = NULL;
+	if (kiln_read_file("/etc/resolv.conf", 1 << 16, &host, NULL, NULL) < 0)
+		host = NULL;
+	if (kiln_net_resolv_conf(host, false, &rc) == 0)
+		kiln_progress_note(&b->prog, "[warning] /etc/resolv.conf names no nameserver a RUN step can "
+				   "reach (loopback and IPv6 ones are left out): RUN steps have no DNS");
 }
 
 static char **default_shell(struct kiln_image *img)
@@ -1231,18 +1249,30 @@ static int do_run(struct builder *b, struct bstage *st, const struct kiln_df_nod
 
 	struct run_ctx rc_ = {.argv = argv.v, .env = envv, .stdin_fd = stdin_fd, .node = n};
 	flag_all(n, "mount", &rc_.mount_specs);
+	/* BuildKit's network modes: the command line's --network is every
+	 * step's default, RUN --network= overrides it for one step; the host's
+	 * network asked for by the Dockerfile needs the network.host
+	 * entitlement, which --network host on the command line also grants
+	 * (as buildx does) */
+	const char *cli_net = b->o->network ? b->o->network : "default";
 	const char *net = flag_get(n, "network");
+	bool from_df = net && strcmp(net, "default");
 	if (!net || !strcmp(net, "default"))
-		net = b->o->network ? b->o->network : "host";
-	if (!strcmp(net, "default"))
-		net = "host";
+		net = cli_net;
+	bool entitled = b->o->allow_net_host || !strcmp(cli_net, "host");
 	int rc = 0;
-	if (strcmp(net, "host") && strcmp(net, "none"))
-		rc = node_fail(b, n, err, "unsupported network mode \"%s\" (host or none)", net);
+	if (strcmp(net, "default") && strcmp(net, "host") && strcmp(net, "none"))
+		rc = node_fail(b, n, err, "unsupported network mode \"%s\" (default, none or host)", net);
+	else if (!strcmp(net, "host") && from_df && !entitled)
+		rc = node_fail(b, n, err, "RUN --network=host needs the network.host entitlement "
+			       "(kiln build --allow network.host)");
+	rc_.net = !strcmp(net, "host") ? KILN_NET_HOST : !strcmp(net, "none") ? KILN_NET_NONE : KILN_NET_BRIDGE;
+	rc_.net_entitled = entitled;
+	if (rc == 0 && rc_.net == KILN_NET_BRIDGE)
+		warn_no_nameserver(b);
 	const char *sec = flag_get(n, "security");
 	if (rc == 0 && sec && strcmp(sec, "sandbox"))
 		rc = node_fail(b, n, err, "RUN --security=%s is not allowed (kiln grants no extra privileges to RUN)", sec);
-	rc_.net_host = !strcmp(net, "host");
 
 	char key[KILN_DIGEST_MAX];
 	if (rc == 0) {
@@ -1254,7 +1284,13 @@ static int do_run(struct builder *b, struct bstage *st, const struct kiln_df_nod
 		kiln_cache_key_add(&k, "env", ev);
 		KILN_AUTOFREE char *ac = args_canon(&st->args);
 		kiln_cache_key_add(&k, "args", ac);
-		kiln_cache_key_add(&k, "network", net);
+		/* "network" keeps the value steps had when they shared the host's
+		 * network by default ("host": the step had a network), so caches
+		 * made then still match default steps; the host's own network
+		 * namespace is a different step and says so in a field of its own */
+		kiln_cache_key_add(&k, "network", rc_.net == KILN_NET_NONE ? "none" : "host");
+		if (rc_.net == KILN_NET_HOST)
+			kiln_cache_key_add(&k, "netns", "host");
 		for (size_t i = 0; i < rc_.mount_specs.n && rc == 0; i++) {
 			kiln_cache_key_add(&k, "mount", rc_.mount_specs.v[i]);
 			/* what the mount exposes: context content, source stage, image */

@@ -9,9 +9,12 @@
  * BuildKit-like progress.  A failed or interrupted build tags nothing and
  * leaves no writable snapshot behind.
  *
- * RUN steps run in runtime/sandbox.h with origin BUILD; their network is the
- * host's unless --network none is given (documented default, as `docker build`
- * with the classic builder).
+ * RUN steps run in runtime/sandbox.h with origin BUILD, each in a network
+ * namespace of its own on the kiln0 bridge with outbound NAT (BuildKit's
+ * "default" network); --network none|host (or RUN --network=) choose
+ * otherwise, and a Dockerfile's RUN --network=host needs the network.host
+ * entitlement (--allow network.host, or --network host on the command line,
+ * as buildx grants it).
  *
  * Known limits: COPY --link is a normal copy; COPY does not copy xattrs;
  * RUN --mount=type=bind,rw is refused; cache mounts ignore sharing= (always
@@ -41,7 +44,8 @@ struct kiln_build_opts {
 	struct kiln_strv outputs;      /* --output specs */
 	struct kiln_strv secrets;      /* --secret "id=ID,src=FILE" */
 	const char *target;            /* --target stage name, or NULL = last stage */
-	const char *network;           /* --network: "host" (default), "none", "default" */
+	const char *network;           /* --network: "default" (NULL = the same), "none", "host" */
+	bool allow_net_host;           /* --allow network.host: RUN --network=host is permitted */
 	const char *platform;          /* --platform: only linux/amd64 (the host) */
 	const char *iidfile;           /* --iidfile */
 	int64_t memory;                /* --memory bytes, 0 = unlimited */

@@ -21,7 +21,8 @@ static void usage(FILE *f)
 		"      --target STAGE         build up to this stage\n"
 		"      --no-cache             do not use the build cache\n"
 		"      --pull                 always pull the base images\n"
-		"      --network MODE         network of RUN steps: host (default) or none\n"
+		"      --network MODE         network of RUN steps: default (own namespace, outbound NAT), none or host\n"
+		"      --allow ENTITLEMENT    network.host: let RUN --network=host use the host's network\n"
 		"  -m, --memory BYTES         memory limit of RUN steps\n"
 		"      --cpus N               CPU quota of RUN steps (e.g. 1.5)\n"
 		"      --pids-limit N         process limit of each RUN step (default 8192, -1 unlimited)\n"
@@ -62,7 +63,7 @@ int kiln_cmd_build(int argc, char **argv)
 	struct kiln_build_opts o = {0};
 	o.root = kiln_global.root;
 	o.storage_driver = kiln_global.storage_driver;
-	o.network = "host";
+	o.network = "default";
 	const char *path = NULL;
 	int rc = KILN_EXIT_OK;
 	bool bad = false;
@@ -112,10 +113,27 @@ int kiln_cmd_build(int argc, char **argv)
 			o.target = v;
 		} else if ((v = optval(argc, argv, &i, NULL, "--network", &bad))) {
 			if (strcmp(v, "host") && strcmp(v, "none") && strcmp(v, "default")) {
-				fprintf(stderr, "kiln: --network %s: only host, none or default are supported\n", v);
+				fprintf(stderr, "kiln: --network %s: only default, none or host are supported\n", v);
 				bad = true;
 			}
 			o.network = v;
+		} else if ((v = optval(argc, argv, &i, NULL, "--allow", &bad))) {
+			/* BuildKit's entitlements, comma-separated as buildx takes
+			 * them; kiln grants RUN no other extra */
+			if (!*v) {
+				fprintf(stderr, "kiln: --allow needs an entitlement (network.host)\n");
+				bad = true;
+			}
+			for (const char *e = v; *e && !bad; e += strcspn(e, ","), e += *e == ',') {
+				size_t len = strcspn(e, ",");
+				if (len == 12 && !strncmp(e, "network.host", 12)) {
+					o.allow_net_host = true;
+				} else {
+					fprintf(stderr, "kiln: --allow %.*s: unknown or unsupported entitlement "
+						"(kiln knows network.host)\n", (int)len, e);
+					bad = true;
+				}
+			}
 		} else if ((v = optval(argc, argv, &i, "-m", "--memory", &bad))) {
 			if (kiln_parse_size(v, &o.memory, &err) < 0) {
 				fprintf(stderr, "kiln: --memory: %s\n", err.msg);

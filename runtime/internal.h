@@ -67,6 +67,7 @@ struct kiln_net_lease {
 	char root[512];
 };
 #define KILN_BRIDGE_NAME "kiln0"
+#define KILN_NET_SUBNET "10.213.37.0/24"
 /* Child side: bring lo up (own netns). */
 int kiln_net_loopback_up(struct kiln_err *err);
 /* Parent side: allocate an address, make sure the bridge exists, create a
@@ -77,6 +78,10 @@ int kiln_net_bridge_attach(const char *root, const char *id, pid_t pid,
 int kiln_net_configure_eth0(const struct kiln_net_lease *lease, struct kiln_err *err);
 /* Parent side: free the address (the veth dies with the netns). */
 void kiln_net_release(struct kiln_net_lease *lease);
+/* nat.c: IPv4 forwarding on and kiln's nftables table (masquerade for the
+ * bridge's subnet, forward accept for kiln0), installed idempotently in one
+ * transaction; called by kiln_net_bridge_attach. */
+int kiln_net_nat_ensure(struct kiln_err *err);
 /* Start the userland port proxy (a forked process); returns its pid or -1. */
 pid_t kiln_net_proxy_start(const struct kiln_port *ports, size_t n, uint32_t container_addr,
 			   struct kiln_err *err);

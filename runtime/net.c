@@ -235,7 +235,7 @@ int kiln_net_bridge_attach(const char *root, const char *id, pid_t pid,
 		return -1;
 	int ret = -1, nsfd = -1;
 	int br = ensure_bridge(nl, err);
-	if (br < 0)
+	if (br < 0 || kiln_net_nat_ensure(err) < 0)
 		goto out;
 	if (ipam_alloc(&lease->addr, err) < 0)
 		goto out;
@@ -353,6 +353,70 @@ void kiln_net_release(struct kiln_net_lease *lease)
 	}
 	ipam_free(lease->addr);
 	lease->active = false;
+}
+
+/* ---- resolv.conf ---- */
+
+/* "nameserver ADDR" → ADDR's family and whether it is a loopback address;
+ * false when the line is no nameserver line. */
+static bool nameserver_line(const char *line, int *family, bool *loopback)
+{
+	if (strncmp(line, "nameserver", 10) || (line[10] != ' ' && line[10] != '\t'))
+		return false;
+	const char *a = line + 10;
+	a += strspn(a, " \t");
+	char addr[INET6_ADDRSTRLEN + 16];
+	size_t n = strcspn(a, " \t#;%");   /* an IPv6 zone ("%eth0") is not part of the address */
+	if (n == 0 || n >= sizeof(addr)) {
+		*family = AF_UNSPEC;
+		*loopback = false;
+		return true;
+	}
+	memcpy(addr, a, n);
+	addr[n] = '\0';
+	struct in_addr v4;
+	struct in6_addr v6;
+	if (inet_pton(AF_INET, addr, &v4) == 1) {
+		*family = AF_INET;
+		*loopback = (ntohl(v4.s_addr) >> 24) == 127;
+	} else if (inet_pton(AF_INET6, addr, &v6) == 1) {
+		*family = AF_INET6;
+		*loopback = IN6_IS_ADDR_LOOPBACK(&v6) ||
+			    (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+	} else {
+		*family = AF_UNSPEC;
+		*loopback = false;
+	}
+	return true;
+}
+
+int kiln_net_resolv_conf(const char *host_text, bool host_net, char **out)
+{
+	struct kiln_buf b = {0};
+	int kept = 0;
+	kiln_buf_puts(&b, "");
+	for (const char *p = host_text; p && *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		KILN_AUTOFREE char *line = kiln_xstrndup(p, len);
+		int family;
+		bool loopback;
+		bool keep = true;
+		if (nameserver_line(line, &family, &loopback)) {
+			/* in a namespace of its own the host's loopback is not
+			 * there, and kiln0 carries IPv4 only */
+			keep = host_net || (family == AF_INET && !loopback);
+			if (keep)
+				kept++;
+		}
+		if (keep) {
+			kiln_buf_puts(&b, line);
+			kiln_buf_putc(&b, '\n');
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	*out = kiln_buf_steal(&b);
+	return kept;
 }
 
 /* ---- userland proxy ---- */

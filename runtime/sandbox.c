@@ -1536,7 +1536,7 @@ static int write_small(const char *dir, const char *name, const char *text, stru
 
 /* hosts, hostname, resolv.conf for the container, like Docker writes them. */
 static int write_etc_files(const char *dir, const char *hostname, const struct kiln_net_lease *lease,
-			   struct kiln_err *err)
+			   bool host_net, struct kiln_err *err)
 {
 	struct kiln_buf b = {0};
 	kiln_buf_puts(&b, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -1555,33 +1555,13 @@ static int write_etc_files(const char *dir, const char *hostname, const struct k
 	snprintf(hn, sizeof(hn), "%s\n", hostname);
 	if (write_small(dir, "hostname", hn, err) < 0)
 		return -1;
-	/* resolv.conf: the host's, without loopback resolvers (unreachable from a
-	 * container), falling back to public ones like Docker */
-	char *host = NULL;
-	struct kiln_buf rc = {0};
-	bool ns = false;
-	if (kiln_read_file("/etc/resolv.conf", 1 << 16, &host, NULL, NULL) == 0) {
-		for (char *p = host; p && *p;) {
-			char *eol = strchr(p, '\n');
-			if (eol)
-				*eol = '\0';
-			bool loop = !strncmp(p, "nameserver", 10) &&
-				    (strstr(p, " 127.") || strstr(p, "\t127.") || strstr(p, " ::1"));
-			if (!loop) {
-				if (!strncmp(p, "nameserver", 10))
-					ns = true;
-				kiln_buf_puts(&rc, p);
-				kiln_buf_putc(&rc, '\n');
-			}
-			p = eol ? eol + 1 : NULL;
-		}
-		free(host);
-	}
-	if (!ns)
-		kiln_buf_puts(&rc, "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-	r = write_small(dir, "resolv.conf", rc.data ? rc.data : "", err);
-	kiln_buf_free(&rc);
-	return r;
+	/* resolv.conf: the host's, without the resolvers the container cannot
+	 * reach; never a public one in their place */
+	KILN_AUTOFREE char *host = NULL, *rc = NULL;
+	if (kiln_read_file("/etc/resolv.conf", 1 << 16, &host, NULL, NULL) < 0)
+		host = NULL;
+	kiln_net_resolv_conf(host, host_net, &rc);
+	return write_small(dir, "resolv.conf", rc, err);
 }
 
 static struct termios saved_tio;
@@ -1976,7 +1956,7 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 			goto kill_child;
 		go->lease = lease;
 	}
-	if (write_etc_files(c.state_dir, c.hostname, &lease, err) < 0)
+	if (write_etc_files(c.state_dir, c.hostname, &lease, c.priv.host_net, err) < 0)
 		goto kill_child;
 	if (spec->n_ports > 0) {
 		if (!lease.active) {

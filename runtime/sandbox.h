@@ -273,6 +273,17 @@ int kiln_sandbox_decide(const struct kiln_sandbox_spec *spec, struct kiln_privil
 /* Capability name ("CHOWN", "CAP_CHOWN", case-insensitive) → number; -1 if unknown. */
 int kiln_cap_from_name(const char *name);
 
+/* ---- network ---- */
+
+/* The /etc/resolv.conf a container gets, made from the host's text: with the
+ * host's network (host_net) the text as it is; in a network namespace of its
+ * own every line but the nameservers on loopback (127.0.0.0/8, ::1: the
+ * host's loopback is not there) and on IPv6 (the kiln0 bridge carries IPv4
+ * only).  There is no fallback to a public resolver: when none is left the
+ * file names none.  Returns the number of nameservers kept; *out is the text
+ * (caller frees). */
+int kiln_net_resolv_conf(const char *host_text, bool host_net, char **out);
+
 /* ---- users (parsed from the image's own files; no NSS) ---- */
 
 struct kiln_user {

@@ -669,6 +669,35 @@ static void test_build_stubs_removed(void **state)
 	free(root);
 }
 
+/* resolv.conf in a network namespace of its own: the host's loopback and
+ * IPv6 resolvers are left out, nothing public is added in their place; with
+ * the host's network the text stays as it is */
+static void test_resolv_conf(void **state)
+{
+	(void)state;
+	const char *host = "# generated\nsearch example.test\nnameserver 127.0.0.53\n"
+			   "nameserver\t127.1.2.3\nnameserver 10.1.2.3\nnameserver ::1\n"
+			   "nameserver fe80::1%eth0\nnameserver 2001:db8::53\nnameserver ::ffff:127.0.0.1\n"
+			   "nameserver 192.0.2.53 # comment\noptions ndots:2\nnameserver127.0.0.9\n";
+	char *out = NULL;
+	assert_int_equal(kiln_net_resolv_conf(host, false, &out), 2);
+	assert_string_equal(out, "# generated\nsearch example.test\nnameserver 10.1.2.3\n"
+				 "nameserver 192.0.2.53 # comment\noptions ndots:2\nnameserver127.0.0.9\n");
+	free(out);
+	assert_int_equal(kiln_net_resolv_conf(host, true, &out), 8);
+	assert_string_equal(out, host);
+	free(out);
+	/* only loopback ones: none left, and none invented */
+	assert_int_equal(kiln_net_resolv_conf("nameserver 127.0.0.53\noptions edns0 trust-ad\n", false, &out), 0);
+	assert_string_equal(out, "options edns0 trust-ad\n");
+	assert_null(strstr(out, "8.8."));
+	free(out);
+	/* no file at all */
+	assert_int_equal(kiln_net_resolv_conf(NULL, false, &out), 0);
+	assert_string_equal(out, "");
+	free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -679,6 +708,7 @@ int main(void)
 		cmocka_unit_test(test_user_errors),
 		cmocka_unit_test(test_decide_defaults),
 		cmocka_unit_test(test_decide_entitlements),
+		cmocka_unit_test(test_resolv_conf),
 		cmocka_unit_test(test_decide_caps),
 		cmocka_unit_test(test_cap_names),
 		cmocka_unit_test(test_cgroup_paths),
