@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "common/units.h"
 #include "layers/image.h"
 #include "layers/registry_int.h"
 
@@ -106,7 +107,7 @@ static int64_t env_size(const char *name, int64_t dflt)
 		return dflt;
 	int64_t x;
 	struct kiln_err e = {0};
-	if (kiln_parse_size(v, &x, &e) < 0)
+	if (kiln_units_parse_bytes(v, &x, &e) < 0)
 		return dflt;
 	return x;
 }
