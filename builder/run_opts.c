@@ -237,6 +237,8 @@ int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err
 	struct in_addr a;
 	if (n == 3 && inet_pton(AF_INET, f[0], &a) != 1)
 		kiln_err_set(err, 0, "\"%s\" is not an IPv4 address", f[0]);
+	else if (f[n - 1][0] == '+' || (n > 1 && f[n - 2][0] == '+'))
+		kiln_err_set(err, 0, "a port is a number from 1 to 65535");
 	else if (kiln_units_parse_int(f[n - 1], 1, 65535, &cp, err) < 0)
 		kiln_err_wrap(err, "container port \"%s\"", f[n - 1]);
 	else if (n > 1 && kiln_units_parse_int(f[n - 2], 1, 65535, &hp, err) < 0)
