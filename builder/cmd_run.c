@@ -664,8 +664,10 @@ int kiln_cmd_run(int argc, char **argv)
 	/* the image's config first, the flags override it */
 	json_t *cfg = NULL;
 	if (o.image) {
-		if (run_image_prepare(o.image, id, &ri, &spec, &err) < 0)
+		if (run_image_prepare(o.image, id, &ri, &spec, &err) < 0) {
+			run_image_free(&ri, true);   /* what it opened before failing */
 			goto fail;
+		}
 		have_image = true;
 		cfg = json_object_get(ri.img->config, "config");
 	}
