@@ -44,9 +44,9 @@ FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all kiln deps test check unit e2e run fuzz fuzz-build bench clean
+.PHONY: all kiln deps test check unit e2e cli-fuzz run fuzz fuzz-build bench clean
 # Objects reached only through pattern rules are not intermediates to delete.
-.SECONDARY: $(OBJ) $(ASAN_OBJ) $(FUZZ_OBJ)
+.SECONDARY: $(OBJ) $(ASAN_OBJ) $(FUZZ_OBJ) $(BUILD)/asan/builder/main.o
 .DEFAULT_GOAL := all
 
 all: deps
@@ -79,6 +79,11 @@ $(BUILD)/asan/libkiln.a: $(ASAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# The whole binary under ASan+UBSan, for the command-line fuzz pass (t_cli_fuzz.sh).
+$(BUILD)/asan-kiln/kiln: $(ASAN_OBJ) $(BUILD)/asan/builder/main.o
+	@mkdir -p $(dir $@)
+	$(CC) -O1 $(SAN) -o $@ $^ $(KILN_LIBS) -lpthread
+
 $(BUILD)/unit/%: tests/unit/%.c $(UNIT_HELPER_SRC) $(BUILD)/asan/libkiln.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $< $(UNIT_HELPER_SRC) $(BUILD)/asan/libkiln.a $(PKG_LIBS) $(CMOCKA_LIBS) -lpthread
@@ -94,8 +99,12 @@ check: kiln $(UNIT_BIN)
 unit: $(UNIT_BIN)
 	@KILN_TESTDATA=$(abspath ../shared/testdata) tests/unit/run.sh $(UNIT_BIN)
 
-e2e: $(BUILD)/kiln
-	@tests/e2e/run.sh $(abspath $(BUILD)/kiln)
+e2e: $(BUILD)/kiln $(BUILD)/asan-kiln/kiln
+	@KILN_ASAN=$(abspath $(BUILD)/asan-kiln/kiln) tests/e2e/run.sh $(abspath $(BUILD)/kiln)
+
+# Only the command-line fuzz pass against the sanitized binary.
+cli-fuzz: $(BUILD)/asan-kiln/kiln
+	@KILN_ASAN=$(abspath $(BUILD)/asan-kiln/kiln) E2E_ONLY=cli_fuzz tests/e2e/run.sh $(abspath $(BUILD)/kiln)
 
 # The main job: make the offline base image, build the sample, run it.
 run: all

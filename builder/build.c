@@ -24,6 +24,7 @@
 #include "builder/context.h"
 #include "builder/copy.h"
 #include "builder/userdb.h"
+#include "common/units.h"
 #include "layers/image.h"
 #include "layers/registry.h"
 #include "layers/snapshot.h"
@@ -39,7 +40,6 @@
 #pragma weak kiln_parse
 #pragma weak kiln_df_free
 #pragma weak kiln_df_check
-#pragma weak kiln_parse_duration
 #pragma weak kiln_registry_pull
 #pragma weak kiln_registry_opts_from_env
 #pragma weak kiln_sandbox_spec_init
@@ -1777,11 +1777,9 @@ static int meta_apply(struct builder *b, struct bstage *st, const struct kiln_df
 				if (!v)
 					continue;
 				int64_t ns = 0;
-				if (!kiln_parse_duration || kiln_parse_duration(v, &ns, err) < 0) {
+				if (kiln_units_parse_duration(v, &ns, err) < 0) {
 					json_decref(hc);
 					json_decref(test);
-					if (!kiln_parse_duration)
-						kiln_err_set(err, 0, "durations unsupported in this build");
 					return node_wrap(b, n, err);
 				}
 				if (ns)

@@ -7,6 +7,7 @@
 #include "builder/build.h"
 #include "builder/cli.h"
 #include "builder/remote_cache.h"
+#include "common/units.h"
 #include "layers/image.h"
 
 static void usage(FILE *f)
@@ -135,8 +136,9 @@ int kiln_cmd_build(int argc, char **argv)
 				}
 			}
 		} else if ((v = optval(argc, argv, &i, "-m", "--memory", &bad))) {
-			if (kiln_parse_size(v, &o.memory, &err) < 0) {
-				fprintf(stderr, "kiln: --memory: %s\n", err.msg);
+			if (kiln_units_parse_memory(v, &o.memory, &err) < 0) {
+				kiln_units_flag_error(&err, "-m, --memory", v);
+				kiln_err_print(&err);
 				bad = true;
 			}
 		} else if ((v = optval(argc, argv, &i, NULL, "--pids-limit", &bad))) {

@@ -19,6 +19,7 @@ int kiln_cmd_exec(int argc, char **argv)
 	const char *user = NULL, *workdir = NULL;
 	struct kiln_strv env = {0};
 	int i = 1;
+	/* a bad command line is exit 125, as for docker exec */
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -36,15 +37,21 @@ int kiln_cmd_exec(int argc, char **argv)
 			if (i + 1 >= argc) {
 				fprintf(stderr, "kiln: flag needs an argument: %s\n", a);
 				kiln_strv_free(&env);
-				return KILN_EXIT_USAGE;
+				return KILN_EXIT_SETUP;
 			}
 			const char *v = argv[++i];
 			if (a[1] == 'e' || !strcmp(a, "--env"))
 				kiln_strv_push(&env, v);
 			else if (a[1] == 'u' || !strcmp(a, "--user"))
 				user = v;
-			else
+			else if (v[0] == '/')
 				workdir = v;
+			else {
+				fprintf(stderr, "kiln: invalid argument \"%s\" for \"-w, --workdir\" flag: the working "
+					"directory must be an absolute path\n", v);
+				kiln_strv_free(&env);
+				return KILN_EXIT_SETUP;
+			}
 		} else if (!strcmp(a, "--privileged")) {
 			privileged = true;
 		} else if (!strcmp(a, "--interactive")) {
@@ -58,23 +65,23 @@ int kiln_cmd_exec(int argc, char **argv)
 				else if (*c == 'd') {
 					fprintf(stderr, "kiln: exec -d is not supported\n");
 					kiln_strv_free(&env);
-					return KILN_EXIT_USAGE;
+					return KILN_EXIT_SETUP;
 				} else {
 					fprintf(stderr, "kiln: unknown shorthand flag: '%c' in %s\n", *c, a);
 					kiln_strv_free(&env);
-					return KILN_EXIT_USAGE;
+					return KILN_EXIT_SETUP;
 				}
 			}
 		} else {
 			fprintf(stderr, "kiln: unknown flag: %s\n", a);
 			kiln_strv_free(&env);
-			return KILN_EXIT_USAGE;
+			return KILN_EXIT_SETUP;
 		}
 	}
 	if (argc - i < 2) {
 		fprintf(stderr, "kiln: \"kiln exec\" requires at least 2 arguments (CONTAINER COMMAND)\n");
 		kiln_strv_free(&env);
-		return KILN_EXIT_USAGE;
+		return KILN_EXIT_SETUP;
 	}
 	struct kiln_err err = {0};
 	struct kiln_container_state st;

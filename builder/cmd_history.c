@@ -49,13 +49,12 @@ int kiln_cmd_history(int argc, char **argv)
 		} else if (!name) {
 			name = a;
 		} else {
-			usage(stderr);
+			fprintf(stderr, "kiln: history: too many arguments (see 'kiln history --help')\n");
 			return KILN_EXIT_USAGE;
 		}
 	}
 	if (!name) {
 		fprintf(stderr, "kiln: \"history\" requires exactly 1 argument\n");
-		usage(stderr);
 		return KILN_EXIT_USAGE;
 	}
 	struct kiln_err err = {0};

@@ -122,13 +122,12 @@ int kiln_cmd_images(int argc, char **argv)
 		} else if (!strcmp(a, "-aq") || !strcmp(a, "-qa")) {
 			quiet = true;
 		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "kiln: images: unknown option %s\n", a);
-			usage(stderr);
+			fprintf(stderr, "kiln: images: unknown option %s (see 'kiln images --help')\n", a);
 			return KILN_EXIT_USAGE;
 		} else if (!filter) {
 			filter = a;
 		} else {
-			usage(stderr);
+			fprintf(stderr, "kiln: images: too many arguments (see 'kiln images --help')\n");
 			return KILN_EXIT_USAGE;
 		}
 	}

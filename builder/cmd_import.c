@@ -215,8 +215,7 @@ int kiln_cmd_import(int argc, char **argv)
 		} else if (!strncmp(a, "--message=", 10)) {
 			message = a + 10;
 		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "kiln: import: unknown option %s\n", a);
-			usage(stderr);
+			fprintf(stderr, "kiln: import: unknown option %s (see 'kiln import --help')\n", a);
 			kiln_strv_free(&changes);
 			return KILN_EXIT_USAGE;
 		} else if (!src) {
@@ -224,14 +223,13 @@ int kiln_cmd_import(int argc, char **argv)
 		} else if (!name) {
 			name = a;
 		} else {
-			usage(stderr);
+			fprintf(stderr, "kiln: import: too many arguments (see 'kiln import --help')\n");
 			kiln_strv_free(&changes);
 			return KILN_EXIT_USAGE;
 		}
 	}
 	if (!src) {
 		fprintf(stderr, "kiln: \"import\" requires at least 1 argument\n");
-		usage(stderr);
 		kiln_strv_free(&changes);
 		return KILN_EXIT_USAGE;
 	}

@@ -329,7 +329,6 @@ int kiln_cmd_inspect(int argc, char **argv)
 	}
 	if (!names.n) {
 		fprintf(stderr, "kiln: \"inspect\" requires at least 1 argument\n");
-		usage(stderr);
 		return KILN_EXIT_USAGE;
 	}
 	if (type && strcmp(type, "image") && strcmp(type, "container")) {

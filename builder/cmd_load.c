@@ -393,8 +393,7 @@ int kiln_cmd_load(int argc, char **argv)
 		} else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
 			quiet = true;
 		} else {
-			fprintf(stderr, "kiln: load: unexpected argument %s\n", a);
-			usage(stderr);
+			fprintf(stderr, "kiln: load: unexpected argument %s (see 'kiln load --help')\n", a);
 			return KILN_EXIT_USAGE;
 		}
 	}

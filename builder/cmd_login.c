@@ -109,8 +109,7 @@ int kiln_cmd_login(int argc, char **argv)
 		} else if (!strcmp(a, "--password-stdin")) {
 			pass_stdin = true;
 		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "kiln: login: unknown option %s\n", a);
-			usage(stderr);
+			fprintf(stderr, "kiln: login: unknown option %s (see 'kiln login --help')\n", a);
 			return KILN_EXIT_USAGE;
 		} else if (server) {
 			fprintf(stderr, "kiln: login: too many arguments\n");

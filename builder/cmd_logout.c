@@ -22,8 +22,7 @@ int kiln_cmd_logout(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "kiln: logout: unknown option %s\n", a);
-			usage(stderr);
+			fprintf(stderr, "kiln: logout: unknown option %s (see 'kiln logout --help')\n", a);
 			return KILN_EXIT_USAGE;
 		} else if (server) {
 			fprintf(stderr, "kiln: logout: too many arguments\n");

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "builder/cli.h"
+#include "common/units.h"
 #include "common/util.h"
 #include "runtime/container.h"
 #include "runtime/logrelay.h"
@@ -35,8 +36,9 @@ static void emit(void *arg, const struct kiln_log_rec *r)
 int kiln_cmd_logs(int argc, char **argv)
 {
 	bool follow = false, timestamps = false;
-	long tail = -1;
+	int64_t tail = -1;
 	const char *ref = NULL;
+	const char *tval = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -54,10 +56,9 @@ int kiln_cmd_logs(int argc, char **argv)
 				fprintf(stderr, "kiln: flag needs an argument: %s\n", a);
 				return KILN_EXIT_USAGE;
 			}
-			const char *v = argv[++i];
-			tail = !strcmp(v, "all") ? -1 : strtol(v, NULL, 10);
+			tval = argv[++i];
 		} else if (!strncmp(a, "--tail=", 7)) {
-			tail = !strcmp(a + 7, "all") ? -1 : strtol(a + 7, NULL, 10);
+			tval = a + 7;
 		} else if (a[0] == '-') {
 			fprintf(stderr, "kiln: unknown flag: %s\n", a);
 			return KILN_EXIT_USAGE;
@@ -68,11 +69,17 @@ int kiln_cmd_logs(int argc, char **argv)
 			return KILN_EXIT_USAGE;
 		}
 	}
+	struct kiln_err err = {0};
+	/* a number of lines, or "all" */
+	if (tval && strcmp(tval, "all") && kiln_units_parse_int(tval, 0, INT64_MAX, &tail, &err) < 0) {
+		kiln_units_flag_error(&err, "-n, --tail", tval);
+		kiln_err_print(&err);
+		return KILN_EXIT_USAGE;
+	}
 	if (!ref) {
 		fprintf(stderr, "kiln: \"kiln logs\" requires exactly 1 argument\n");
 		return KILN_EXIT_USAGE;
 	}
-	struct kiln_err err = {0};
 	struct kiln_container_state st;
 	if (kiln_container_find(kiln_global.root, ref, &st, &err) < 0) {
 		kiln_err_print(&err);

@@ -46,8 +46,7 @@ int kiln_cmd_pull(int argc, char **argv)
 		} else if (!strncmp(a, "--platform=", 11)) {
 			o.platform = a + 11;
 		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "kiln: pull: unknown option %s\n", a);
-			usage(stderr);
+			fprintf(stderr, "kiln: pull: unknown option %s (see 'kiln pull --help')\n", a);
 			return KILN_EXIT_USAGE;
 		} else if (ref) {
 			fprintf(stderr, "kiln: pull: too many arguments\n");
@@ -58,7 +57,6 @@ int kiln_cmd_pull(int argc, char **argv)
 	}
 	if (!ref) {
 		fprintf(stderr, "kiln: pull: an image name is required\n");
-		usage(stderr);
 		return KILN_EXIT_USAGE;
 	}
 	struct kiln_err err = {0};

@@ -42,8 +42,7 @@ int kiln_cmd_push(int argc, char **argv)
 		} else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
 			quiet = true;
 		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "kiln: push: unknown option %s\n", a);
-			usage(stderr);
+			fprintf(stderr, "kiln: push: unknown option %s (see 'kiln push --help')\n", a);
 			return KILN_EXIT_USAGE;
 		} else if (nargs == 2) {
 			fprintf(stderr, "kiln: push: too many arguments\n");
@@ -54,7 +53,6 @@ int kiln_cmd_push(int argc, char **argv)
 	}
 	if (nargs == 0) {
 		fprintf(stderr, "kiln: push: an image name is required\n");
-		usage(stderr);
 		return KILN_EXIT_USAGE;
 	}
 	struct kiln_err err = {0};

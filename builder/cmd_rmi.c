@@ -124,7 +124,6 @@ int kiln_cmd_rmi(int argc, char **argv)
 	}
 	if (!names.n) {
 		fprintf(stderr, "kiln: \"rmi\" requires at least 1 argument\n");
-		usage(stderr);
 		return KILN_EXIT_USAGE;
 	}
 	struct kiln_err err = {0};

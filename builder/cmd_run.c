@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "builder/cli.h"
+#include "builder/run_opts.h"
+#include "common/units.h"
 #include "common/util.h"
 #include "layers/image.h"
 #include "layers/snapshot.h"
@@ -52,7 +54,6 @@ size_t kiln_run_opts_size(void)
 {
 	return sizeof(struct kiln_run_opts);
 }
-int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err);
 
 void kiln_run_opts_free(struct kiln_run_opts *o)
 {
@@ -65,72 +66,6 @@ void kiln_run_opts_free(struct kiln_run_opts *o)
 	kiln_strv_free(&o->cap_drop);
 	kiln_strv_free(&o->log_opts);
 	kiln_strv_free(&o->devices);
-}
-
-static int parse_cpus(const char *s, int64_t *out, struct kiln_err *err)
-{
-	char *end;
-	errno = 0;
-	double d = strtod(s, &end);
-	if (errno || *end || d <= 0 || d > 1024)
-		return kiln_err_set(err, 0, "invalid --cpus value \"%s\"", s);
-	*out = (int64_t)(d * 1e9 + 0.5);
-	return 0;
-}
-
-static int parse_i64(const char *flag, const char *s, int64_t *out, struct kiln_err *err)
-{
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (errno || *end || !*s)
-		return kiln_err_set(err, 0, "invalid %s value \"%s\"", flag, s);
-	*out = v;
-	return 0;
-}
-
-int kiln_run_parse_port(const char *s, struct kiln_port *p, struct kiln_err *err)
-{
-	memset(p, 0, sizeof(*p));
-	char buf[128];
-	snprintf(buf, sizeof(buf), "%s", s);
-	char *proto = strchr(buf, '/');
-	if (proto) {
-		*proto++ = '\0';
-		if (!strcmp(proto, "udp"))
-			p->udp = true;
-		else if (strcmp(proto, "tcp"))
-			return kiln_err_set(err, 0, "invalid protocol in port \"%s\"", s);
-	}
-	/* [IP:]HOST:CONTAINER or CONTAINER */
-	int colons = 0;
-	for (const char *c = buf; *c; c++)
-		colons += *c == ':';
-	if (colons > 2)
-		return kiln_err_set(err, 0, "invalid port \"%s\" (want [IP:]HOST:CONTAINER[/udp])", s);
-	char *parts[3];
-	int n = 0;
-	char *save = NULL;
-	for (char *t = strtok_r(buf, ":", &save); t && n < 3; t = strtok_r(NULL, ":", &save))
-		parts[n++] = t;
-	if (n != colons + 1)
-		return kiln_err_set(err, 0, "invalid port \"%s\" (want [IP:]HOST:CONTAINER[/udp])", s);
-	int64_t hp = 0, cp = 0;
-	if (n == 1) {
-		if (parse_i64("port", parts[0], &cp, err) < 0)
-			return -1;
-		hp = cp;
-	} else {
-		if (parse_i64("port", parts[n - 2], &hp, err) < 0 || parse_i64("port", parts[n - 1], &cp, err) < 0)
-			return -1;
-	}
-	if (hp < 1 || hp > 65535 || cp < 1 || cp > 65535)
-		return kiln_err_set(err, 0, "port out of range in \"%s\"", s);
-	p->host_port = (uint16_t)hp;
-	p->container_port = (uint16_t)cp;
-	if (n == 3)
-		p->host_ip = kiln_xstrdup(parts[0]);
-	return 0;
 }
 
 /* Flags taking a value. */
@@ -170,20 +105,61 @@ static int apply_flag(struct kiln_run_opts *o, const char *f, const char *v, str
 				kiln_strv_push_owned(&o->env, kiln_xasprintf("%s=%s", v, val));
 		}
 	} else if (!strcmp(f, "--env-file")) kiln_strv_push(&o->env_files, v);
-	else if (!strcmp(f, "-p") || !strcmp(f, "--publish")) kiln_strv_push(&o->ports, v);
-	else if (!strcmp(f, "-v") || !strcmp(f, "--volume")) kiln_strv_push(&o->volumes, v);
-	else if (!strcmp(f, "--tmpfs")) kiln_strv_push(&o->tmpfs, v);
-	else if (!strcmp(f, "-w") || !strcmp(f, "--workdir")) o->workdir = v;
+	else if (!strcmp(f, "-p") || !strcmp(f, "--publish")) {
+		struct kiln_port p;
+		if (kiln_run_parse_port(v, &p, err) < 0)
+			return kiln_units_flag_error(err, "-p, --publish", v);
+		free((char *)p.host_ip);
+		kiln_strv_push(&o->ports, v);
+	}
+	else if (!strcmp(f, "-v") || !strcmp(f, "--volume")) {
+		if (kiln_run_volume_parse(v, NULL, NULL, NULL, err) < 0)
+			return kiln_units_flag_error(err, "-v, --volume", v);
+		kiln_strv_push(&o->volumes, v);
+	}
+	else if (!strcmp(f, "--tmpfs")) {
+		if (kiln_run_tmpfs_parse(v, NULL, NULL, err) < 0)
+			return kiln_units_flag_error(err, "--tmpfs", v);
+		kiln_strv_push(&o->tmpfs, v);
+	}
+	else if (!strcmp(f, "-w") || !strcmp(f, "--workdir")) {
+		/* docker: "the working directory '...' is invalid, it needs to be an absolute path" */
+		if (v[0] != '/')
+			return kiln_err_set(err, 0, "invalid argument \"%s\" for \"-w, --workdir\" flag: the working "
+					    "directory must be an absolute path", v);
+		o->workdir = v;
+	}
 	else if (!strcmp(f, "-u") || !strcmp(f, "--user")) o->user = v;
 	else if (!strcmp(f, "--entrypoint")) { o->entrypoint = v; o->entrypoint_set = true; }
-	else if (!strcmp(f, "-m") || !strcmp(f, "--memory")) return kiln_parse_size(v, &o->memory, err);
+	else if (!strcmp(f, "-m") || !strcmp(f, "--memory")) {
+		if (kiln_units_parse_memory(v, &o->memory, err) < 0)
+			return kiln_units_flag_error(err, "-m, --memory", v);
+	}
 	else if (!strcmp(f, "--memory-swap")) {
 		if (!strcmp(v, "-1")) o->memory_swap = -1;
-		else return kiln_parse_size(v, &o->memory_swap, err);
+		else if (kiln_units_parse_bytes(v, &o->memory_swap, err) < 0)
+			return kiln_units_flag_error(err, "--memory-swap", v);
 	}
-	else if (!strcmp(f, "--cpus")) return parse_cpus(v, &o->nano_cpus, err);
-	else if (!strcmp(f, "--cpu-shares") || !strcmp(f, "-c")) return parse_i64("--cpu-shares", v, &o->cpu_shares, err);
-	else if (!strcmp(f, "--pids-limit")) return parse_i64("--pids-limit", v, &o->pids, err);
+	else if (!strcmp(f, "--cpus")) {
+		if (kiln_units_parse_cpus(v, &o->nano_cpus, err) < 0)
+			return kiln_units_flag_error(err, "--cpus", v);
+	}
+	else if (!strcmp(f, "--cpu-shares") || !strcmp(f, "-c")) {
+		if (kiln_units_parse_int(v, 0, INT64_MAX, &o->cpu_shares, err) < 0)
+			return kiln_units_flag_error(err, "-c, --cpu-shares", v);
+		/* docker's adjustment to what the kernel takes */
+		if (o->cpu_shares > 0 && o->cpu_shares < 2)
+			o->cpu_shares = 2;
+		if (o->cpu_shares > 262144)
+			o->cpu_shares = 262144;
+	}
+	else if (!strcmp(f, "--pids-limit")) {
+		/* -1 and 0: unlimited */
+		if (kiln_units_parse_int(v, -1, INT64_MAX, &o->pids, err) < 0)
+			return kiln_units_flag_error(err, "--pids-limit", v);
+		if (o->pids < 0)
+			o->pids = 0;
+	}
 	else if (!strcmp(f, "--network") || !strcmp(f, "--net")) {
 		if (strcmp(v, "none") && strcmp(v, "host") && strcmp(v, "bridge") && strcmp(v, "default"))
 			return kiln_err_set(err, 0, "unsupported network \"%s\" (none, host, bridge)", v);
@@ -202,13 +178,24 @@ static int apply_flag(struct kiln_run_opts *o, const char *f, const char *v, str
 		kiln_strv_push(&o->devices, v);
 	}
 	else if (!strcmp(f, "--uidmap")) {
-		unsigned long c, h, n;
-		char extra;
-		if (sscanf(v, "%lu:%lu:%lu%c", &c, &h, &n, &extra) != 3 || c != 0 || n == 0 ||
-		    h + n > 0xffffffffUL || n > 0xffffffffUL)
-			return kiln_err_set(err, 0, "invalid --uidmap \"%s\" (want 0:HOST_ID:SIZE)", v);
-		o->userns_uid = (uint32_t)h;
-		o->userns_size = (uint32_t)n;
+		int64_t id[3];
+		const char *p = v;
+		for (int k = 0; k < 3; k++) {
+			const char *e = k < 2 ? strchr(p, ':') : p + strlen(p);
+			KILN_AUTOFREE char *field = e ? kiln_xstrndup(p, (size_t)(e - p)) : NULL;
+			if (!field || kiln_units_parse_int(field, k == 2 ? 1 : 0, k == 0 ? 0 : 0xffffffffLL, &id[k],
+							  err) < 0) {
+				kiln_err_set(err, 0, "want 0:HOST_ID:SIZE");
+				return kiln_units_flag_error(err, "--uidmap", v);
+			}
+			p = e + 1;
+		}
+		if (id[1] + id[2] > 0xffffffffLL) {
+			kiln_err_set(err, 0, "HOST_ID + SIZE beyond the 32-bit id range");
+			return kiln_units_flag_error(err, "--uidmap", v);
+		}
+		o->userns_uid = (uint32_t)id[1];
+		o->userns_size = (uint32_t)id[2];
 	}
 	else if (!strcmp(f, "--security-opt")) {
 		if (!strcmp(v, "no-new-privileges") || !strcmp(v, "no-new-privileges:true") ||
@@ -290,6 +277,11 @@ int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_e
 		else if (!strcmp(flag, "--init")) o->init = on;
 		else return kiln_err_set(err, 0, "unknown flag: %s", flag);
 	}
+	/* docker's rules for --memory-swap: at least --memory, and only with it */
+	if (o->memory_swap > 0 && o->memory == 0)
+		return kiln_err_set(err, 0, "--memory-swap needs --memory (the memory limit) as well");
+	if (o->memory_swap > 0 && o->memory_swap < o->memory)
+		return kiln_err_set(err, 0, "--memory-swap must be at least the --memory limit");
 	if (!o->rootfs) {
 		if (i >= argc)
 			return kiln_err_set(err, 0, "\"kiln run\" requires at least 1 argument (IMAGE [COMMAND...])");
@@ -299,6 +291,8 @@ int kiln_run_parse(int argc, char **argv, struct kiln_run_opts *o, struct kiln_e
 	o->n_cmd = argc - i;
 	if (o->rootfs && o->n_cmd == 0)
 		return kiln_err_set(err, 0, "--rootfs needs a command");
+	if (o->ports.n && o->network && strcmp(o->network, "bridge") && strcmp(o->network, "default"))
+		return kiln_err_set(err, 0, "publishing ports needs --network bridge");
 	return 0;
 }
 
@@ -351,44 +345,16 @@ static int parse_volume(const char *s, struct kiln_mount *m, struct kiln_err *er
 {
 	memset(m, 0, sizeof(*m));
 	m->source_fd = -1;
-	char *dup = kiln_xstrdup(s);
-	char *parts[3] = {0};
-	int n = 0;
-	char *save = NULL;
-	for (char *t = strtok_r(dup, ":", &save); t && n < 3; t = strtok_r(NULL, ":", &save))
-		parts[n++] = t;
-	if (n < 2) {
-		free(dup);
-		return kiln_err_set(err, 0, "invalid volume \"%s\" (want HOST:CONTAINER[:ro]; named volumes "
-				    "are not supported)", s);
-	}
-	if (parts[0][0] != '/') {
-		free(dup);
-		return kiln_err_set(err, 0, "invalid volume \"%s\": the host path must be absolute", s);
-	}
-	if (n == 3) {
-		char *opt_save = NULL;
-		for (char *o = strtok_r(parts[2], ",", &opt_save); o; o = strtok_r(NULL, ",", &opt_save)) {
-			if (!strcmp(o, "ro")) m->readonly = true;
-			else if (!strcmp(o, "rw")) m->readonly = false;
-			else if (strcmp(o, "z") && strcmp(o, "Z") && strcmp(o, "rprivate") && strcmp(o, "private")) {
-				free(dup);
-				return kiln_err_set(err, 0, "invalid volume option \"%s\" in \"%s\"", o, s);
-			}
-		}
-	}
 	m->type = KILN_MOUNT_BIND;
+	char *host, *container;
+	if (kiln_run_volume_parse(s, &host, &container, &m->readonly, err) < 0)
+		return kiln_units_flag_error(err, "-v, --volume", s);
+	m->source = host;
+	m->target = container;
 	/* like docker -v: a missing host directory is created */
 	struct stat st;
-	if (stat(parts[0], &st) < 0 && errno == ENOENT && kiln_mkdir_p(parts[0], 0755, err) < 0) {
-		free(dup);
+	if (stat(host, &st) < 0 && errno == ENOENT && kiln_mkdir_p(host, 0755, err) < 0)
 		return kiln_err_wrap(err, "volume \"%s\"", s);
-	}
-	m->source = kiln_xstrdup(parts[0]);
-	m->target = kiln_xstrdup(parts[1]);
-	free(dup);
-	if (m->target[0] != '/')
-		return kiln_err_set(err, 0, "invalid volume \"%s\": the container path must be absolute", s);
 	return 0;
 }
 
@@ -630,9 +596,11 @@ int kiln_cmd_run(int argc, char **argv)
 		return 0;
 	}
 	if (prc < 0) {
+		/* like docker run: a bad command line is exit 125, as any other
+		 * failure before the container's own command runs */
 		kiln_err_print(&err);
 		kiln_run_opts_free(&o);
-		return KILN_EXIT_USAGE;
+		return KILN_EXIT_SETUP;
 	}
 	/* like docker's daemon, the log options are checked when the container
 	 * is created: exit 125 */
@@ -663,8 +631,10 @@ int kiln_cmd_run(int argc, char **argv)
 	/* the image's config first, the flags override it */
 	json_t *cfg = NULL;
 	if (o.image) {
-		if (run_image_prepare(o.image, id, o.detach || !o.rm || o.name, &ri, &spec, &err) < 0)
+		if (run_image_prepare(o.image, id, o.detach || !o.rm || o.name, &ri, &spec, &err) < 0) {
+			run_image_free(&ri, true);   /* what it opened before failing */
 			goto fail;
+		}
 		have_image = true;
 		cfg = json_object_get(ri.img->config, "config");
 	}
@@ -701,7 +671,7 @@ int kiln_cmd_run(int argc, char **argv)
 	}
 	if (argvv.n == 0) {
 		kiln_err_set(&err, 0, "no command specified");
-		rc = KILN_EXIT_USAGE;
+		rc = KILN_EXIT_SETUP;
 		goto fail;
 	}
 	const char *cfg_user = json_string_value(json_object_get(cfg, "User"));
@@ -752,27 +722,27 @@ int kiln_cmd_run(int argc, char **argv)
 	mounts = kiln_xcalloc(nm ? nm : 1, sizeof(*mounts));
 	for (size_t i = 0; i < o.volumes.n; i++)
 		if (parse_volume(o.volumes.v[i], &mounts[i], &err) < 0) {
-			rc = KILN_EXIT_USAGE;
+			rc = KILN_EXIT_SETUP;
 			goto fail;
 		}
 	for (size_t i = 0; i < o.tmpfs.n; i++) {
 		struct kiln_mount *m = &mounts[o.volumes.n + i];
 		m->type = KILN_MOUNT_TMPFS;
 		m->source_fd = -1;
-		char *t = kiln_xstrdup(o.tmpfs.v[i]);
-		char *colon = strchr(t, ':');
-		if (colon) {
-			*colon = '\0';
-			m->options = kiln_xstrdup(colon + 1);
+		char *target, *options;
+		if (kiln_run_tmpfs_parse(o.tmpfs.v[i], &target, &options, &err) < 0) {
+			kiln_units_flag_error(&err, "--tmpfs", o.tmpfs.v[i]);
+			goto fail;
 		}
-		m->target = t;
+		m->target = target;
+		m->options = options;
 	}
 	spec.mounts = mounts;
 	spec.n_mounts = nm;
 	ports = kiln_xcalloc(o.ports.n ? o.ports.n : 1, sizeof(*ports));
 	for (size_t i = 0; i < o.ports.n; i++)
 		if (kiln_run_parse_port(o.ports.v[i], &ports[i], &err) < 0) {
-			rc = KILN_EXIT_USAGE;
+			rc = KILN_EXIT_SETUP;
 			goto fail;
 		}
 	spec.ports = ports;
@@ -784,11 +754,6 @@ int kiln_cmd_run(int argc, char **argv)
 			goto fail;   /* 125, as docker's "error gathering device information" */
 	spec.devices = devices;
 	spec.n_devices = o.devices.n;
-	if (spec.n_ports && spec.net != KILN_NET_BRIDGE) {
-		kiln_err_set(&err, 0, "publishing ports needs --network bridge");
-		rc = KILN_EXIT_USAGE;
-		goto fail;
-	}
 	if (!o.interactive) {
 		devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		spec.stdin_fd = devnull;

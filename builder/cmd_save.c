@@ -407,7 +407,6 @@ int kiln_cmd_save(int argc, char **argv)
 	}
 	if (!names.n) {
 		fprintf(stderr, "kiln: \"save\" requires at least 1 argument\n");
-		usage(stderr);
 		return KILN_EXIT_USAGE;
 	}
 	if (dir && !output) {

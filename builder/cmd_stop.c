@@ -5,13 +5,16 @@
 #include <string.h>
 
 #include "builder/cli.h"
+#include "common/units.h"
 #include "common/util.h"
 #include "runtime/container.h"
 
 int kiln_cmd_stop(int argc, char **argv)
 {
-	long timeout = 10;
+	int64_t timeout = 10;
 	const char *signame = NULL;
+	struct kiln_err ferr = {0};
+	const char *tval = NULL;
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		const char *a = argv[i];
@@ -30,13 +33,26 @@ int kiln_cmd_stop(int argc, char **argv)
 			if (a[1] == 's' || !strcmp(a, "--signal"))
 				signame = argv[++i];
 			else
-				timeout = strtol(argv[++i], NULL, 10);
-		} else if (!strncmp(a, "--time=", 7)) {
-			timeout = strtol(a + 7, NULL, 10);
+				tval = argv[++i];
+		} else if (!strncmp(a, "--time=", 7) || !strncmp(a, "--timeout=", 10)) {
+			tval = strchr(a, '=') + 1;
+		} else if (!strncmp(a, "--signal=", 9)) {
+			signame = a + 9;
 		} else {
 			fprintf(stderr, "kiln: unknown flag: %s\n", a);
 			return KILN_EXIT_USAGE;
 		}
+	}
+	/* seconds; -1 waits without a limit, as docker's does */
+	if (tval && kiln_units_parse_int(tval, -1, INT32_MAX / 1000, &timeout, &ferr) < 0) {
+		kiln_units_flag_error(&ferr, "-t, --time", tval);
+		kiln_err_print(&ferr);
+		return KILN_EXIT_USAGE;
+	}
+	if (signame && kiln_signal_from_name(signame) < 0) {
+		fprintf(stderr, "kiln: invalid argument \"%s\" for \"-s, --signal\" flag: not a signal name or number\n",
+			signame);
+		return KILN_EXIT_USAGE;
 	}
 	if (i >= argc) {
 		fprintf(stderr, "kiln: \"kiln stop\" requires at least 1 argument\n");
@@ -56,7 +72,8 @@ int kiln_cmd_stop(int argc, char **argv)
 			if (sig < 0)
 				sig = SIGTERM;
 			kiln_container_signal(&st, sig, NULL);
-			if (!kiln_container_wait_stopped(kiln_global.root, &st, (int)(timeout < 0 ? 0 : timeout * 1000))) {
+			if (!kiln_container_wait_stopped(kiln_global.root, &st,
+							 timeout < 0 ? INT32_MAX : (int)(timeout * 1000))) {
 				kiln_container_signal(&st, SIGKILL, NULL);
 				if (!kiln_container_wait_stopped(kiln_global.root, &st, 10000)) {
 					fprintf(stderr, "kiln: container %s did not stop\n", argv[i]);

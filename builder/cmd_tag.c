@@ -13,9 +13,13 @@ int kiln_cmd_tag(int argc, char **argv)
 		       "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE\n");
 		return 0;
 	}
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-' && argv[i][1]) {
+			fprintf(stderr, "kiln: tag: unknown option %s (see 'kiln tag --help')\n", argv[i]);
+			return KILN_EXIT_USAGE;
+		}
 	if (argc != 3) {
-		fprintf(stderr, "kiln: \"tag\" requires exactly 2 arguments\n"
-				"Usage: kiln tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]\n");
+		fprintf(stderr, "kiln: \"tag\" requires exactly 2 arguments (see 'kiln tag --help')\n");
 		return KILN_EXIT_USAGE;
 	}
 	struct kiln_err err = {0};

@@ -478,37 +478,6 @@ bool kiln_str_has_suffix(const char *s, const char *suffix)
 	return a >= b && memcmp(s + a - b, suffix, b) == 0;
 }
 
-int kiln_parse_size(const char *s, int64_t *out, struct kiln_err *err)
-{
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (end == s || errno || v < 0)
-		return kiln_err_set(err, 0, "invalid size '%s'", s);
-	int64_t mult = 1;
-	while (*end == ' ')
-		end++;
-	switch (tolower((unsigned char)*end)) {
-	case '\0': break;
-	case 'b': mult = 1; end++; break;
-	case 'k': mult = 1LL << 10; end++; break;
-	case 'm': mult = 1LL << 20; end++; break;
-	case 'g': mult = 1LL << 30; end++; break;
-	case 't': mult = 1LL << 40; end++; break;
-	default: return kiln_err_set(err, 0, "invalid size '%s': unknown unit", s);
-	}
-	if (*end && (tolower((unsigned char)*end) == 'b' || tolower((unsigned char)*end) == 'i')) {
-		if (tolower((unsigned char)*end) == 'i')
-			end++;
-		if (tolower((unsigned char)*end) == 'b')
-			end++;
-	}
-	if (*end)
-		return kiln_err_set(err, 0, "invalid size '%s'", s);
-	*out = (int64_t)(v * (double)mult);
-	return 0;
-}
-
 uint64_t kiln_now_ns(void)
 {
 	struct timespec ts;

@@ -96,9 +96,6 @@ int kiln_write_all(int fd, const void *data, size_t len);
 bool kiln_str_has_prefix(const char *s, const char *prefix);
 bool kiln_str_has_suffix(const char *s, const char *suffix);
 
-/* Parse a human size ("64m", "1g", "512k", "1024"), as docker -m does. */
-int kiln_parse_size(const char *s, int64_t *out, struct kiln_err *err);
-
 /* Monotonic clock in nanoseconds. */
 uint64_t kiln_now_ns(void);
 

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "common/units.h"
 #include "layers/image.h"
 #include "layers/registry_int.h"
 
@@ -106,7 +107,7 @@ static int64_t env_size(const char *name, int64_t dflt)
 		return dflt;
 	int64_t x;
 	struct kiln_err e = {0};
-	if (kiln_parse_size(v, &x, &e) < 0)
+	if (kiln_units_parse_bytes(v, &x, &e) < 0)
 		return dflt;
 	return x;
 }
@@ -116,13 +117,15 @@ void kiln_registry_opts_from_env(struct kiln_registry_opts *opts)
 	opts->chunk_size = env_size("KILN_REGISTRY_CHUNK_SIZE", opts->chunk_size);
 	opts->limit_rate = env_size("KILN_REGISTRY_LIMIT_RATE", opts->limit_rate);
 	const char *r = getenv("KILN_REGISTRY_RETRIES");
-	if (r && *r)
-		opts->retries = atoi(r) == 0 ? -1 : atoi(r);
+	int64_t n;
+	if (r && *r && kiln_units_parse_int(r, 0, 100, &n, NULL) == 0)
+		opts->retries = n == 0 ? -1 : (int)n;
 }
 
 int kiln_registry_tls_parse(const char *value, enum kiln_tls_mode *out, struct kiln_err *err)
 {
-	if (!value || !*value || !strcasecmp(value, "true") || !strcmp(value, "1")) {
+	/* the bare flag means true; an empty value is no boolean (as Go's flags) */
+	if (!value || !strcasecmp(value, "true") || !strcmp(value, "1")) {
 		*out = KILN_TLS_VERIFY;
 		return 0;
 	}
@@ -138,7 +141,7 @@ int kiln_registry_opts_flag(int argc, char **argv, int *i, struct kiln_registry_
 {
 	const char *a = argv[*i];
 	if (!strcmp(a, "--tls-verify") || !strncmp(a, "--tls-verify=", 13))
-		return kiln_registry_tls_parse(a[12] == '=' ? a + 13 : "", &o->tls, err) < 0 ? -1 : 1;
+		return kiln_registry_tls_parse(a[12] == '=' ? a + 13 : NULL, &o->tls, err) < 0 ? -1 : 1;
 	if (!strcmp(a, "--cert-dir") || !strncmp(a, "--cert-dir=", 11)) {
 		if (a[10] == '=')
 			o->cert_dir = a + 11;

@@ -3,6 +3,7 @@
  * plan, and Go-style durations. */
 #include "parser/parser.h"
 #include "parser/parser_int.h"
+#include "common/units.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -230,101 +231,6 @@ fail:
 	return -1;
 }
 
-/* ---- durations (Go's time.ParseDuration) -------------------------------- */
-
-int kiln_parse_duration(const char *orig, int64_t *ns, struct kiln_err *err)
-{
-	const char *s = orig;
-	bool neg = false;
-	uint64_t total = 0;
-	if (*s == '-' || *s == '+') {
-		neg = *s == '-';
-		s++;
-	}
-	if (!strcmp(s, "0")) {
-		*ns = 0;
-		return 0;
-	}
-	if (!*s)
-		goto bad;
-	while (*s) {
-		if (!(*s == '.' || (*s >= '0' && *s <= '9')))
-			goto bad;
-		uint64_t v = 0;
-		const char *st = s;
-		bool overflow = false;
-		while (*s >= '0' && *s <= '9') {
-			if (v > (UINT64_MAX - 9) / 10)
-				overflow = true;
-			else
-				v = v * 10 + (uint64_t)(*s - '0');
-			s++;
-		}
-		if (overflow)
-			goto bad;
-		bool pre = s != st, post = false;
-		uint64_t f = 0;
-		double scale = 1;
-		if (*s == '.') {
-			s++;
-			const char *fs = s;
-			while (*s >= '0' && *s <= '9') {
-				if (f < (UINT64_MAX - 9) / 10) {
-					f = f * 10 + (uint64_t)(*s - '0');
-					scale *= 10;
-				}
-				s++;
-			}
-			post = s != fs;
-		}
-		if (!pre && !post)
-			goto bad;
-		const char *us = s;
-		while (*s && *s != '.' && !(*s >= '0' && *s <= '9'))
-			s++;
-		size_t ul = (size_t)(s - us);
-		uint64_t unit;
-		if (ul == 0) {
-			kiln_err_set(err, 0, "time: missing unit in duration \"%s\" (use ns, us, ms, s, m or h, e.g. 30s)", orig);
-			return -1;
-		}
-		if (ul == 2 && !strncmp(us, "ns", 2))
-			unit = 1;
-		else if ((ul == 2 && !strncmp(us, "us", 2)) || (ul == 3 && !strncmp(us, "\xC2\xB5s", 3)) ||
-			 (ul == 3 && !strncmp(us, "\xCE\xBCs", 3)))
-			unit = 1000;
-		else if (ul == 2 && !strncmp(us, "ms", 2))
-			unit = 1000000;
-		else if (ul == 1 && *us == 's')
-			unit = 1000000000ULL;
-		else if (ul == 1 && *us == 'm')
-			unit = 60ULL * 1000000000ULL;
-		else if (ul == 1 && *us == 'h')
-			unit = 3600ULL * 1000000000ULL;
-		else {
-			kiln_err_set(err, 0, "time: unknown unit \"%.*s\" in duration \"%s\" (use ns, us, ms, s, m or h)",
-				     (int)ul, us, orig);
-			return -1;
-		}
-		if (v > (uint64_t)INT64_MAX / unit)
-			goto bad;
-		v *= unit;
-		if (f > 0) {
-			v += (uint64_t)((double)f * ((double)unit / scale));
-			if (v > (uint64_t)INT64_MAX)
-				goto bad;
-		}
-		total += v;
-		if (total > (uint64_t)INT64_MAX)
-			goto bad;
-	}
-	*ns = neg ? -(int64_t)total : (int64_t)total;
-	return 0;
-bad:
-	return kiln_err_set(err, 0, "time: invalid duration \"%s\" (use a number with a unit, e.g. 30s, 1m30s, 500ms)",
-			    orig);
-}
-
 /* ---- instruction checks --------------------------------------------------- */
 
 static int need_exactly_one(const struct kiln_df *df, const struct kiln_df_node *n, const char *name,
@@ -391,7 +297,7 @@ static int check_duration_flag(const struct kiln_df *df, const struct kiln_df_no
 		return 0;
 	int64_t d;
 	struct kiln_err e2 = {0};
-	if (kiln_parse_duration(v->value, &d, &e2) < 0)
+	if (kiln_units_parse_duration(v->value, &d, &e2) < 0)
 		return kiln_df_errorf(df, n, err, "HEALTHCHECK --%s: %s", flag, e2.msg);
 	if (d != 0 && d < 1000000)
 		return kiln_df_errorf(df, n, err, "Interval \"%s\" cannot be less than 1ms (HEALTHCHECK --%s=%s)", flag,

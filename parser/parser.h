@@ -134,10 +134,6 @@ int kiln_df_node_flags(const struct kiln_df *df, const struct kiln_df_node *node
 		       struct kiln_err *err);
 void kiln_flag_values_free(struct kiln_flag_value *vals, size_t n);
 
-/* Parse a Go-style duration ("30s", "1m30s", "1.5h", "500ms", "0") into
- * nanoseconds.  Returns -1 with a message on a bad duration. */
-int kiln_parse_duration(const char *s, int64_t *ns, struct kiln_err *err);
-
 /* The flags kiln accepts for an instruction (lower-case name), or NULL for an
  * instruction that takes none / is unknown.  Shared with the plan. */
 const struct kiln_flag_spec *kiln_df_flag_spec(const char *instr_lower);

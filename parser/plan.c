@@ -2,6 +2,7 @@
  * See plan.h.  Rules follow BuildKit's instructions package and
  * dockerfile2llb (written from the behaviour). */
 #include "parser/plan.h"
+#include "common/units.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -341,7 +342,7 @@ static int parse_mount(const char *spec, const struct kiln_env *env, char escape
 						   mount_type_name(m->type));
 			} else if (!deferred) {
 				struct kiln_err e2 = {0};
-				if (kiln_parse_size(value, &m->size, &e2) < 0 || m->size < 0)
+				if (kiln_units_parse_bytes(value, &m->size, &e2) < 0)
 					bad = kiln_err_set(err, 0, "invalid value for %s: %s", key, value);
 			}
 		} else if (!strcmp(key, "id")) {
@@ -636,7 +637,7 @@ static int healthcheck_duration(const struct kiln_df *df, const struct kiln_df_n
 		return 0;
 	struct kiln_err e2 = {0};
 	int64_t ns;
-	if (kiln_parse_duration(v->value, &ns, &e2) < 0)
+	if (kiln_units_parse_duration(v->value, &ns, &e2) < 0)
 		return kiln_df_errorf(df, node, err, "%s", e2.msg);
 	if (ns == 0)
 		return 0;

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/units.h"
+
 /* ---------------------------------------------------------------- options */
 
 void kiln_logopts_default(struct kiln_logopts *o)
@@ -41,15 +43,14 @@ int kiln_logopts_parse(const char *arg, struct kiln_logopts *o, struct kiln_err 
 				continue;
 			}
 			struct kiln_err e2 = {0};
-			if (!*v || kiln_parse_size(v, &sz, &e2) < 0 || sz < 1)
+			if (!*v || kiln_units_parse_bytes(v, &sz, &e2) < 0 || sz < 1)
 				return kiln_err_set(err, 0, "invalid --log-opt max-size=%s: want a positive size "
 						    "(k, m, g) or -1", v);
 			o->max_size = sz;
 		} else if (!strcmp(kv, "max-file")) {
-			char *end;
-			errno = 0;
-			long n = strtol(v, &end, 10);
-			if (!*v || *end || errno || n < 1 || n > KILN_LOG_MAX_FILES)
+			int64_t n = 0;
+			struct kiln_err e2 = {0};
+			if (kiln_units_parse_int(v, 1, KILN_LOG_MAX_FILES, &n, &e2) < 0)
 				return kiln_err_set(err, 0, "invalid --log-opt max-file=%s: want a number from 1 to %d",
 						    v, KILN_LOG_MAX_FILES);
 			o->max_file = (int)n;

@@ -176,5 +176,5 @@ set -e
 set +e
 "$KILN" run --rm --network none --sysctl kernel.core_pattern=x --rootfs "$R" true 2>/dev/null; rc=$?
 set -e
-[ $rc -eq 2 ] || fail "--sysctl accepted"
+[ $rc -eq 125 ] || fail "--sysctl accepted (exit $rc, want the usage error 125)"
 echo "run security ok"

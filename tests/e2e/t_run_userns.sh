@@ -49,5 +49,5 @@ for i in $(seq 50); do [ "$(stat -c %u /proc/$pid)" = 300000 ] && break; sleep 0
 set +e
 "$KILN" run --rm --network none --uidmap 1:2:3 --rootfs "$R" true 2>/dev/null; rc=$?
 set -e
-[ $rc -eq 2 ] || fail "invalid --uidmap accepted"
+[ $rc -eq 125 ] || fail "invalid --uidmap accepted (exit $rc, want the usage error 125)"
 echo "run userns ok"

@@ -90,31 +90,12 @@ static void test_atomic_write_and_rm(void **state)
 	free(sub); free(file); free(outside); free(keep); free(link);
 }
 
-static void test_parse_size(void **state)
-{
-	(void)state;
-	struct kiln_err err = {0};
-	int64_t v;
-	assert_int_equal(kiln_parse_size("64m", &v, &err), 0);
-	assert_int_equal(v, 64LL << 20);
-	assert_int_equal(kiln_parse_size("1g", &v, &err), 0);
-	assert_int_equal(v, 1LL << 30);
-	assert_int_equal(kiln_parse_size("512KiB", &v, &err), 0);
-	assert_int_equal(v, 512LL << 10);
-	assert_int_equal(kiln_parse_size("100", &v, &err), 0);
-	assert_int_equal(v, 100);
-	assert_int_equal(kiln_parse_size("12q", &v, &err), -1);
-	assert_int_equal(kiln_parse_size("", &v, &err), -1);
-	assert_int_equal(kiln_parse_size("-5m", &v, &err), -1);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_err_set_and_wrap),
 		cmocka_unit_test(test_buf_and_strv),
 		cmocka_unit_test(test_atomic_write_and_rm),
-		cmocka_unit_test(test_parse_size),
 	};
 	return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

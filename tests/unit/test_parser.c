@@ -829,33 +829,6 @@ static void test_flag_helper(void **state)
 	kiln_df_free(df);
 }
 
-static void test_duration(void **state)
-{
-	(void)state;
-	struct kiln_err err = {0};
-	int64_t d;
-	assert_int_equal(kiln_parse_duration("1m30s", &d, &err), 0);
-	assert_int_equal(d, 90000000000LL);
-	assert_int_equal(kiln_parse_duration("1.5h", &d, &err), 0);
-	assert_int_equal(d, 5400000000000LL);
-	assert_int_equal(kiln_parse_duration("500ms", &d, &err), 0);
-	assert_int_equal(d, 500000000LL);
-	assert_int_equal(kiln_parse_duration("2us", &d, &err), 0);
-	assert_int_equal(d, 2000);
-	assert_int_equal(kiln_parse_duration("0", &d, &err), 0);
-	assert_int_equal(d, 0);
-	assert_int_equal(kiln_parse_duration("-1s", &d, &err), 0);
-	assert_int_equal(d, -1000000000LL);
-	assert_int_equal(kiln_parse_duration(".5s", &d, &err), 0);
-	assert_int_equal(d, 500000000LL);
-	assert_int_equal(kiln_parse_duration("1", &d, &err), -1);
-	assert_int_equal(kiln_parse_duration("", &d, &err), -1);
-	assert_int_equal(kiln_parse_duration("1x", &d, &err), -1);
-	assert_int_equal(kiln_parse_duration("s", &d, &err), -1);
-	assert_int_equal(kiln_parse_duration(".s", &d, &err), -1);
-	assert_int_equal(kiln_parse_duration("9999999999h", &d, &err), -1);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -877,7 +850,6 @@ int main(void)
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_check_errors),
 		cmocka_unit_test(test_flag_helper),
-		cmocka_unit_test(test_duration),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

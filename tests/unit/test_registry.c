@@ -414,7 +414,8 @@ static void test_endpoint_and_flags(void **state)
 	enum kiln_tls_mode m;
 	assert_int_equal(kiln_registry_tls_parse("false", &m, &err), 0);
 	assert_int_equal(m, KILN_TLS_INSECURE);
-	assert_int_equal(kiln_registry_tls_parse("", &m, &err), 0);
+	assert_int_equal(kiln_registry_tls_parse("", &m, &err), -1);
+	assert_int_equal(kiln_registry_tls_parse(NULL, &m, &err), 0);
 	assert_int_equal(m, KILN_TLS_VERIFY);
 	assert_int_equal(kiln_registry_tls_parse("maybe", &m, &err), -1);
 

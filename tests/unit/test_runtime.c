@@ -407,7 +407,7 @@ static void test_run_parse(void **state)
 	assert_int_equal(parse(&o, &err, "-dit", "--rm", "--name=web", "-e", "A=1", "--env", "B=2", "-p", "8080:80",
 			       "-v", "/h:/c:ro", "--tmpfs", "/run", "-w", "/srv", "-u", "1000:1000", "-m", "64m",
 			       "--memory-swap=-1", "--cpus", "1.5", "--cpu-shares", "512", "--pids-limit", "100",
-			       "--network", "host", "-h", "box", "--cap-add", "NET_ADMIN", "--cap-drop", "ALL",
+			       "--network", "bridge", "-h", "box", "--cap-add", "NET_ADMIN", "--cap-drop", "ALL",
 			       "--security-opt", "no-new-privileges", "--privileged", "--read-only", "--init",
 			       "busybox", "sh", "-c", "echo -h", NULL), 0);
 	assert_true(o.detach && o.interactive && o.tty && o.rm && o.privileged && o.read_only && o.init);
@@ -425,7 +425,7 @@ static void test_run_parse(void **state)
 	assert_true(o.nano_cpus == 1500000000LL);
 	assert_true(o.cpu_shares == 512);
 	assert_true(o.pids == 100);
-	assert_string_equal(o.network, "host");
+	assert_string_equal(o.network, "bridge");
 	assert_string_equal(o.hostname, "box");
 	assert_string_equal(o.cap_add.v[0], "NET_ADMIN");
 	assert_string_equal(o.cap_drop.v[0], "ALL");
@@ -497,6 +497,32 @@ static void test_run_parse_errors(void **state)
 	assert_int_equal(parse(&o, &err, "--name", "-x", "img", NULL), -1);
 	kiln_run_opts_free(&o);
 	assert_int_equal(parse(&o, &err, "--name", "ok_name.1-2", "img", NULL), 0);
+	kiln_run_opts_free(&o);
+	/* limits and paths fail closed: each a usage error naming flag and value */
+	static const char *const bad[][2] = {
+		{"-m", "nan"}, {"-m", "inf"}, {"-m", "99999999999999999999"}, {"-m", "1"}, {"-m", "5.9m"},
+		{"--memory", " 1g"}, {"--memory-swap", "1x"}, {"--cpus", "nan"}, {"--cpus", "0"}, {"--cpus", "0.001"},
+		{"--cpus", "1e9"}, {"--cpu-shares", "-1"}, {"-c", "1.5"}, {"--pids-limit", "-2"},
+		{"--pids-limit", "ten"}, {"-w", "relative"}, {"--workdir", ""}, {"-v", "/tmp::/x"},
+		{"-v", "/tmp:/x:rw,zz"}, {"--volume", "/tmp:x"}, {"--tmpfs", "run"}, {"--tmpfs", "/run:size=1q"},
+		{"-p", "0:80"}, {"-p", "80:65536"}, {"--uidmap", "0:-1:5"}, {"--uidmap", "0: 1:5"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		kiln_err_clear(&err);
+		if (parse(&o, &err, bad[i][0], bad[i][1], "img", NULL) != -1 || !strstr(err.msg, bad[i][1]) ||
+		    !strstr(err.msg, bad[i][0]))
+			fail_msg("run %s \"%s\": accepted or unclear (%s)", bad[i][0], bad[i][1], err.msg);
+		kiln_run_opts_free(&o);
+	}
+	assert_int_equal(parse(&o, &err, "--memory-swap", "1g", "img", NULL), -1);
+	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "-m", "1g", "--memory-swap", "512m", "img", NULL), -1);
+	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "-m", "1g", "--memory-swap", "1g", "--pids-limit", "-1", "-c", "1", "img",
+			       NULL), 0);
+	assert_true(o.pids == 0 && o.cpu_shares == 2 && o.memory_swap == 1LL << 30);
+	kiln_run_opts_free(&o);
+	assert_int_equal(parse(&o, &err, "--network", "none", "-p", "80:80", "img", NULL), -1);
 	kiln_run_opts_free(&o);
 }
 
