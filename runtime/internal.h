@@ -17,12 +17,6 @@ int kiln_caps_bound(uint64_t caps, struct kiln_err *err);
 /* permitted = effective = caps, inheritable = ambient = empty. */
 int kiln_caps_set(uint64_t caps, struct kiln_err *err);
 
-/* seccomp.c: load the filter chosen for spec (caps decide Docker's per-cap
- * rules); profile_text: the FILE profile read before entering the rootfs
- * (NULL = read spec->seccomp_file now). */
-int kiln_seccomp_load(const struct kiln_sandbox_spec *spec, uint64_t caps, const char *profile_text,
-		      struct kiln_err *err);
-
 /* devices.c: the device filter on a cgroup directory: v1 devices.deny /
  * devices.allow writes, or the v2 device program attached (loaded once per
  * process for the default rules). */

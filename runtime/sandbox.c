@@ -15,6 +15,7 @@
 #include "runtime/sandbox.h"
 #include "runtime/internal.h"
 #include "runtime/cgroup_gc.h"
+#include "runtime/seccomp.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -87,7 +88,7 @@ struct ctx {
 	int sync;                 /* child's end */
 	struct stat self_exe;     /* the kiln binary (CVE-2019-5736 check) */
 	bool exec_mode;           /* kiln exec: no rootfs setup */
-	char *seccomp_text;       /* a FILE profile, read on the host side */
+	const struct kiln_seccomp_prog *seccomp;  /* compiled on the host side, or NULL */
 	int trampoline;           /* sealed memfd of the exec trampoline, or -1 */
 	int rootmnt;              /* user namespace: the idmapped rootfs (from the parent), or -1 */
 	int etcfd[3];             /* hosts, hostname, resolv.conf sources, opened as host root */
@@ -1348,7 +1349,7 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 		kiln_err_set(&err, errno, "no_new_privs");
 		child_fail(sync, 125, &err);
 	}
-	if (c->priv.seccomp && !c->priv.no_new_privs && kiln_seccomp_load(s, c->priv.caps, c->seccomp_text, &err) < 0)
+	if (c->priv.seccomp && !c->priv.no_new_privs && kiln_seccomp_install(c->seccomp, &err) < 0)
 		child_fail(sync, 125, &err);
 	if (kiln_caps_bound(c->priv.caps, &err) < 0)
 		child_fail(sync, 125, &err);
@@ -1368,7 +1369,7 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 	prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
 	if (kiln_caps_set(c->priv.caps, &err) < 0)
 		child_fail(sync, 125, &err);
-	if (c->priv.seccomp && c->priv.no_new_privs && kiln_seccomp_load(s, c->priv.caps, c->seccomp_text, &err) < 0)
+	if (c->priv.seccomp && c->priv.no_new_privs && kiln_seccomp_install(c->seccomp, &err) < 0)
 		child_fail(sync, 125, &err);
 
 	/* test hook (security.md item 2): hold the finished-but-not-exec'd
@@ -1787,13 +1788,9 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_exit *ex,
 		err->exit_code = 125;
 		return -1;
 	}
-	KILN_AUTOFREE char *profile = NULL;
-	if (c.priv.seccomp && spec->seccomp == KILN_SECCOMP_FILE) {
-		if (kiln_read_file(spec->seccomp_file, 1 << 20, &profile, NULL, err) < 0) {
-			err->exit_code = 125;
-			return kiln_err_wrap(err, "seccomp profile");
-		}
-		c.seccomp_text = profile;
+	if (c.priv.seccomp && kiln_seccomp_prepare(spec, c.priv.caps, &c.seccomp, err) < 0) {
+		err->exit_code = 125;
+		return -1;
 	}
 	char idbuf[65];
 	const char *id = spec->id;
@@ -2068,13 +2065,9 @@ int kiln_sandbox_exec(pid_t target, const struct kiln_sandbox_spec *spec, struct
 		err->exit_code = 125;
 		return -1;
 	}
-	KILN_AUTOFREE char *profile = NULL;
-	if (c.priv.seccomp && spec->seccomp == KILN_SECCOMP_FILE) {
-		if (kiln_read_file(spec->seccomp_file, 1 << 20, &profile, NULL, err) < 0) {
-			err->exit_code = 125;
-			return kiln_err_wrap(err, "seccomp profile");
-		}
-		c.seccomp_text = profile;
+	if (c.priv.seccomp && kiln_seccomp_prepare(spec, c.priv.caps, &c.seccomp, err) < 0) {
+		err->exit_code = 125;
+		return -1;
 	}
 	if (stat("/proc/self/exe", &c.self_exe) < 0)
 		memset(&c.self_exe, 0, sizeof(c.self_exe));
