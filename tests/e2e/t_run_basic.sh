@@ -145,7 +145,7 @@ kill -TERM $p
 wait $p; rc=$?
 expect 143 $rc "SIGTERM forwarded through kiln and the init"
 "$KILN" run --rm --network none --rootfs "$R" --bogus true 2>/dev/null; rc=$?
-expect 2 $rc "unknown flag is a usage error"
+expect 125 $rc "an unknown flag of run is exit 125, as docker run's"
 "$KILN" run --rm --network none --rootfs "$work/missing" true 2>"$work/err"; rc=$?
 expect 125 $rc "missing rootfs is a setup failure"
 grep -q 'rootfs' "$work/err" || fail "missing rootfs message names the step: $(cat "$work/err")"
