@@ -112,8 +112,10 @@ kill -9 "$p"; wait "$p" 2>/dev/null || true
 "$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
 port=$((20000 + RANDOM % 20000))
 mkdir -p "$work/slow"
+# the step waits for a loopback service of the host: RUN steps have their own
+# network, so the build says --network host
 printf 'FROM busybox\nRUN echo step > /step\nRUN until echo | nc 127.0.0.1 %s; do sleep 0.2; done\n' "$port" >"$work/slow/Dockerfile"
-"$KILN" build -q -t slow "$work/slow" >"$work/slow.out" 2>&1 &
+"$KILN" build -q --network host -t slow "$work/slow" >"$work/slow.out" 2>&1 &
 b=$!; pids="$pids $b"
 # in the second RUN: the base and the first step committed, a step prepared
 until [ "$(nsnaps)" -ge 2 ] && ls "$KILN_ROOT"/snapshots/*/active 2>/dev/null | grep -q "^build-$b-"; do
