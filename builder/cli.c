@@ -1,4 +1,5 @@
 /* kiln — command-line state and helpers shared by every command. */
+#include <stdio.h>
 #include <string.h>
 
 #include "builder/cli.h"
@@ -14,4 +15,12 @@ bool kiln_cli_wants_help(int argc, char **argv)
 			return true;
 	}
 	return false;
+}
+
+bool kiln_cli_confirm(void)
+{
+	fflush(stdout);
+	fflush(stderr);
+	char line[16] = "";
+	return fgets(line, sizeof(line), stdin) && (line[0] == 'y' || line[0] == 'Y');
 }

@@ -61,4 +61,8 @@ KILN_CMD(system);
 /* True when argv holds -h or --help (before a lone "--"). */
 bool kiln_cli_wants_help(int argc, char **argv);
 
+/* Read the answer to a "[y/N]" question the caller has printed: true only
+ * for a line starting with y or Y (end of input is no). */
+bool kiln_cli_confirm(void);
+
 #endif

@@ -40,8 +40,7 @@ static int prune(int argc, char **argv)
 	if (!force && isatty(0)) {
 		fprintf(stderr, "WARNING! This will remove %s build cache. Are you sure you want to continue? [y/N] ",
 			all ? "all" : "dangling");
-		char ans[16] = "";
-		if (!fgets(ans, sizeof(ans), stdin) || (ans[0] != 'y' && ans[0] != 'Y'))
+		if (!kiln_cli_confirm())
 			return 0;
 	}
 	struct kiln_err err = {0};

@@ -52,9 +52,7 @@ static int prune(int argc, char **argv)
 	if (!force) {
 		printf("WARNING! This will remove all %s.\nAre you sure you want to continue? [y/N] ",
 		       all ? "images without at least one container associated to them" : "dangling images");
-		fflush(stdout);
-		char line[16] = "";
-		if (!fgets(line, sizeof(line), stdin) || (line[0] != 'y' && line[0] != 'Y'))
+		if (!kiln_cli_confirm())
 			return 0;
 	}
 	struct kiln_err err = {0};

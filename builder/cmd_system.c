@@ -7,6 +7,7 @@
 #include "builder/cli.h"
 #include "builder/reclaim.h"
 #include "layers/image.h"
+#include "common/units.h"
 
 static void usage(FILE *f)
 {
@@ -20,14 +21,7 @@ static void usage(FILE *f)
 /* Docker's df sizes: decimal units, 4 significant digits ("16.43MB", "0B"). */
 static void size4(int64_t bytes, char buf[32])
 {
-	static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
-	double v = (double)bytes;
-	size_t u = 0;
-	while (v >= 1000.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
-		v /= 1000.0;
-		u++;
-	}
-	snprintf(buf, 32, "%.4g%s", v, units[u]);
+	kiln_units_format_decimal(bytes, 4, buf);
 }
 
 /* ---- a small tab writer: cells padded to the widest + 3, at least 10 ---- */
@@ -347,9 +341,7 @@ static int prune_cmd(int argc, char **argv)
 		       "Are you sure you want to continue? [y/N] ",
 		       all ? "all images without at least one container associated to them" : "all dangling images",
 		       all ? "all build cache" : "all dangling build cache");
-		fflush(stdout);
-		char line[16] = "";
-		if (!fgets(line, sizeof(line), stdin) || (line[0] != 'y' && line[0] != 'Y'))
+		if (!kiln_cli_confirm())
 			return 0;
 	}
 	struct kiln_err err = {0};

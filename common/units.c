@@ -1,5 +1,6 @@
 /* kiln — strict parsers for sizes, integers, CPU counts and durations. */
 #include <sched.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -230,6 +231,18 @@ int kiln_units_parse_duration(const char *orig, int64_t *ns, struct kiln_err *er
 bad:
 	return kiln_err_set(err, 0, "time: invalid duration \"%s\" (use a number with a unit, e.g. 30s, 1m30s, 500ms)",
 			    orig);
+}
+
+void kiln_units_format_decimal(int64_t bytes, int digits, char buf[32])
+{
+	static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+	double v = (double)bytes;
+	size_t u = 0;
+	while (v >= 1000.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1000.0;
+		u++;
+	}
+	snprintf(buf, 32, "%.*g%s", digits, v, units[u]);
 }
 
 int kiln_units_flag_error(struct kiln_err *err, const char *flag, const char *value)

@@ -42,6 +42,11 @@ int kiln_units_host_cpus(void);
  * nanoseconds. */
 int kiln_units_parse_duration(const char *s, int64_t *ns, struct kiln_err *err);
 
+/* A size for people, as docker prints it: decimal units (B, kB, MB, GB, TB,
+ * PB) and `digits` significant digits, like Go's 'g' verb ("16.4MB" with 3,
+ * "16.43MB" with 4, "0B"). */
+void kiln_units_format_decimal(int64_t bytes, int digits, char buf[32]);
+
 /* Turn a parser's message into a flag error naming the flag and the value:
  * `invalid argument "VALUE" for "FLAG" flag: <message>`.  Returns -1. */
 int kiln_units_flag_error(struct kiln_err *err, const char *flag, const char *value);

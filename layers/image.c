@@ -12,6 +12,8 @@
 #include <sys/utsname.h>
 #include <time.h>
 
+#include "common/units.h"
+
 #define DEFAULT_DOMAIN "docker.io"
 #define JSON_BLOB_MAX (16u << 20)
 
@@ -1067,15 +1069,7 @@ int kiln_image_commit(struct kiln_store *s, struct kiln_image *img, const char *
 
 void kiln_human_size(int64_t bytes, char buf[32])
 {
-	static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
-	double v = (double)bytes;
-	size_t u = 0;
-	while (v >= 1000.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
-		v /= 1000.0;
-		u++;
-	}
-	/* %.3g like Go's 'g' with precision 3 */
-	snprintf(buf, 32, "%.3g%s", v, units[u]);
+	kiln_units_format_decimal(bytes, 3, buf);
 }
 
 static int64_t parse_rfc3339(const char *s)

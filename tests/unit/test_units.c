@@ -147,6 +147,22 @@ static void test_duration(void **state)
 	}
 }
 
+static void test_format_decimal(void **state)
+{
+	(void)state;
+	char b[32];
+	kiln_units_format_decimal(0, 3, b);
+	assert_string_equal(b, "0B");
+	kiln_units_format_decimal(999, 3, b);
+	assert_string_equal(b, "999B");
+	kiln_units_format_decimal(16430000, 3, b);
+	assert_string_equal(b, "16.4MB");
+	kiln_units_format_decimal(16430000, 4, b);
+	assert_string_equal(b, "16.43MB");
+	kiln_units_format_decimal(1000LL * 1000 * 1000 * 1000 * 1000 * 2000, 3, b);
+	assert_string_equal(b, "2e+03PB");
+}
+
 static void test_flag_error(void **state)
 {
 	(void)state;
@@ -164,6 +180,7 @@ int main(void)
 		cmocka_unit_test(test_int),
 		cmocka_unit_test(test_cpus),
 		cmocka_unit_test(test_duration),
+		cmocka_unit_test(test_format_decimal),
 		cmocka_unit_test(test_flag_error),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
