@@ -518,16 +518,14 @@ static int layer_step(struct builder *b, struct bstage *st, const char *created_
 	if (rc == 0)
 		rc = kiln_store_blob_begin(b->store, &w, err);
 	struct kiln_layer_info info = {0};
-	size_t nchg = 0;
+	/* A step that changes nothing still gets a layer (the empty tar) and a
+	 * history entry with no empty_layer flag, as Docker's builders write it. */
 	if (rc == 0) {
 		struct kiln_layer_write_opts lo = {.compression = b->o->compression, .source_date_epoch = b->sde};
-		rc = kiln_snap_write_layer(b->active, &lo, kiln_blob_writer_fd(w), &info, &nchg, err);
+		rc = kiln_snap_write_layer(b->active, &lo, kiln_blob_writer_fd(w), &info, NULL, err);
 		if (rc < 0)
 			kiln_err_wrap(err, "writing the layer");
 	}
-	/* A step that changes nothing still gets a layer (the empty tar) and a
-	 * history entry with no empty_layer flag, as Docker's builders write it. */
-	(void)nchg;
 	if (rc == 0) {
 		char dg[KILN_DIGEST_MAX];
 		int64_t size;

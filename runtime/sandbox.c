@@ -51,7 +51,6 @@
 #define TIOCGPTPEER _IO('T', 0x41)
 #endif
 
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 enum { MSG_GO = 1, MSG_ERR, MSG_TTY, MSG_PID, MSG_STUB };
 
@@ -1164,7 +1163,7 @@ static char *lookup_exec(const char *argv0, const char *path)
 	if (strchr(argv0, '/'))
 		return kiln_xstrdup(argv0);
 	int saw_eacces = 0;
-	const char *p = path ? path : DEFAULT_PATH;
+	const char *p = path ? path : KILN_DEFAULT_PATH;
 	while (*p) {
 		const char *colon = strchr(p, ':');
 		size_t l = colon ? (size_t)(colon - p) : strlen(p);
@@ -1254,7 +1253,7 @@ static __attribute__((noreturn)) void child_process(struct ctx *c, const struct 
 		if (strchr(*e, '='))
 			kiln_strv_push(&env, *e);
 	if (!env_get(env.v, "PATH"))
-		kiln_strv_push(&env, "PATH=" DEFAULT_PATH);
+		kiln_strv_push(&env, "PATH=" KILN_DEFAULT_PATH);
 	if (!env_get(env.v, "HOSTNAME") && c->hostname)
 		kiln_strv_push_owned(&env, kiln_xasprintf("HOSTNAME=%s", c->hostname));
 	if (s->tty && !env_get(env.v, "TERM"))
