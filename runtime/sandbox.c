@@ -51,7 +51,6 @@
 #define TIOCGPTPEER _IO('T', 0x41)
 #endif
 
-
 enum { MSG_GO = 1, MSG_ERR, MSG_TTY, MSG_PID, MSG_STUB };
 
 struct msg {
