@@ -57,7 +57,7 @@ start() {
 on_free_port() {
 	local var=$1 ready=$2 tries=0 p a; shift 2
 	while :; do
-		p=$((20000 + RANDOM % 30000))
+		p=$((20000 + RANDOM % 12000))   # below the ephemeral range
 		local args=()
 		for a in "$@"; do args+=("${a//@PORT@/$p}"); done
 		if start "$ready" "${args[@]}"; then printf -v "$var" %s "$p"; return 0; fi

@@ -106,10 +106,8 @@ set -e
 [ "$(ls "$KILN_ROOT/containers" | wc -l)" = "$n_before" ] || fail "run -d --rm left a failed container behind"
 
 # --- -p: an echo server published on the host
-# below the kernel's ephemeral range (32768-60999 by default): a port there
-# can be the local end of someone's outbound connection, which nc -z cannot see
-port=$(( 20000 + RANDOM % 12000 ))
-while "$BB" nc -z 127.0.0.1 $port 2>/dev/null; do port=$((port + 1)); done
+. "$KILN_SRC/tests/e2e/lib/ports.sh"
+port=$(free_port)
 "$KILN" run -d --name echo -p 127.0.0.1:$port:50000 --rootfs "$R" nc -ll -p 50000 -e cat >/dev/null
 "$KILN" ps | grep echo | grep -q "127.0.0.1:$port->50000/tcp" || fail "ps PORTS"
 got=""

@@ -26,7 +26,8 @@ umask 022
 # a setuid binary in an image is not reachable through the store by others:
 # every path from / to a container's rootfs crosses a 0700 directory
 # (CVE-2021-41091). Checked on the files of a running container.
-port=$((20000 + RANDOM % 20000))
+. "$KILN_SRC/tests/e2e/lib/ports.sh"
+port=$(free_port)
 c1=$("$KILN" run -d -p "127.0.0.1:$port:80" busybox sh -c 'cp /bin/busybox /suid; chmod 4755 /suid; httpd -f -p 80 -h /')
 cids="$c1"
 c2=$("$KILN" run -d --network host busybox sleep 60)

@@ -110,7 +110,8 @@ kill -9 "$p"; wait "$p" 2>/dev/null || true
 
 # --- a build in progress holds the store: prunes leave its snapshots alone
 "$KILN_SRC/samples/make-base.sh" "$KILN" >/dev/null
-port=$((20000 + RANDOM % 20000))
+. "$KILN_SRC/tests/e2e/lib/ports.sh"
+port=$(free_port)
 mkdir -p "$work/slow"
 # the step waits for a loopback service of the host: RUN steps have their own
 # network, so the build says --network host
